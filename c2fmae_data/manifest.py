@@ -1,0 +1,155 @@
+"""``manifest.json``: what a dataset root holds, rebuilt from its finished shards.
+
+The manifest is derived data: ``build_manifest`` scans ``shards/`` and can be rerun at any time
+(after a crash, after more shards were written). Shard hashes already known from the writer are
+reused; others are computed by streaming the file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import posixpath
+import uuid
+from typing import Any, Iterable
+
+import pyarrow.parquet as pq
+
+from .categories import COCO_PANOPTIC_IDS, COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE, imagenet_wnids
+from .format import FORMAT_NAME, FORMAT_VERSION, STATUS_OK, FormatError
+from .shards import ShardInfo, join, list_shards, open_fs, parse_shard_name, sha256_file, shard_meta
+
+MANIFEST = "manifest.json"
+REQUIRED_KEYS = ("format", "format_version", "splits", "classes", "provenance", "created")
+
+
+def code_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("c2fmae")
+    except Exception:  # not installed (running from a checkout)
+        return "unknown"
+
+
+def _shard_info(fs, base: str, rel: str) -> ShardInfo:
+    path = join(base, rel)
+    sha, size = sha256_file(fs, path)
+    with fs.open(path, "rb") as f:
+        t = pq.read_table(f, columns=["key", "status", "num_instances"])
+    keys = t.column("key").to_pylist()
+    status = t.column("status").to_pylist()
+    ok = sum(s == STATUS_OK for s in status)
+    return ShardInfo(file=rel, rows=t.num_rows, bytes=size, sha256=sha,
+                     first_key=keys[0] if keys else "", last_key=keys[-1] if keys else "",
+                     ok=ok, failed=len(status) - ok,
+                     instances=int(sum(n or 0 for n in t.column("num_instances").to_pylist())))
+
+
+def build_manifest(root: str, *, provenance: "dict[str, Any] | None" = None,
+                   known: "Iterable[ShardInfo] | None" = None, self_contained: "bool | None" = None,
+                   write: bool = True) -> "dict[str, Any]":
+    """Scan the finished shards of ``root`` and (re)write its manifest. ``provenance`` defaults to
+    the one stored in the first shard's metadata."""
+    fs, base = open_fs(root)
+    known_by_file = {k.file: k for k in (known or [])}
+    splits: dict[str, dict[str, Any]] = {}
+    first_meta: dict[str, Any] = {}
+    for rel in list_shards(root):
+        split, _ = parse_shard_name(rel)
+        info = known_by_file.get(rel)
+        if info is None or fs.size(join(base, rel)) != info.bytes:
+            info = _shard_info(fs, base, rel)
+        if not first_meta:
+            first_meta = shard_meta(fs, join(base, rel))
+        s = splits.setdefault(split, {"rows": 0, "ok": 0, "failed": 0, "instances": 0,
+                                      "bytes": 0, "shards": []})
+        s["shards"].append(info.to_json())
+        for k in ("rows", "ok", "failed", "instances", "bytes"):
+            s[k] += getattr(info, k)
+    if provenance is None:
+        provenance = first_meta.get("provenance", {})
+    if self_contained is None:
+        self_contained = bool(first_meta.get("self_contained", False))
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "self_contained": self_contained,
+        "splits": splits,
+        "totals": {k: sum(s[k] for s in splits.values())
+                   for k in ("rows", "ok", "failed", "instances", "bytes")},
+        "classes": {
+            "imagenet_wnids": list(imagenet_wnids()),
+            "semantic": {"names": list(COCO_PANOPTIC_NAMES), "coco_ids": list(COCO_PANOPTIC_IDS),
+                         "ignore": SEMANTIC_IGNORE},
+        },
+        "provenance": provenance,
+    }
+    if write:
+        write_json_atomic(fs, join(base, MANIFEST), manifest)
+    return manifest
+
+
+def write_json_atomic(fs, path: str, obj: Any) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    with fs.open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=False)
+        f.write("\n")
+    fs.mv(tmp, path)
+
+
+def manifest_problems(m: Any) -> "list[str]":
+    """Schema problems of a parsed manifest (empty when valid)."""
+    if not isinstance(m, dict):
+        return ["manifest is not a JSON object"]
+    probs = [f"manifest lacks {k!r}" for k in REQUIRED_KEYS if k not in m]
+    if m.get("format") != FORMAT_NAME:
+        probs.append(f"format {m.get('format')!r} is not {FORMAT_NAME!r}")
+    ver = str(m.get("format_version", ""))
+    if ver.split(".")[0] != FORMAT_VERSION.split(".")[0]:
+        probs.append(f"format_version {ver!r} is not readable by this reader ({FORMAT_VERSION})")
+    splits = m.get("splits")
+    if not isinstance(splits, dict):
+        return probs + ["'splits' is not an object"]
+    for split, s in splits.items():
+        for e in (s.get("shards") if isinstance(s, dict) else None) or []:
+            try:
+                safe_relpath(e["file"])
+            except (FormatError, KeyError, TypeError) as err:
+                probs.append(f"split {split}: bad shard entry {e!r}: {err}")
+                continue
+            for k in ("rows", "bytes", "sha256"):
+                if k not in e:
+                    probs.append(f"shard {e['file']} lacks {k!r}")
+            parsed = parse_shard_name(e["file"])
+            if not parsed or parsed[0] != split or not e["file"].startswith("shards/"):
+                probs.append(f"shard {e['file']} is not named shards/{split}-NNNNN.parquet")
+    return probs
+
+
+def safe_relpath(rel: str) -> str:
+    """A manifest path made safe to join to a root: relative and never leaving it."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        raise FormatError(f"unsafe path {rel!r}")
+    norm = posixpath.normpath(rel)
+    if rel.startswith("/") or norm.startswith("..") or ":" in rel.split("/")[0] or norm != rel:
+        raise FormatError(f"path {rel!r} would escape the dataset root")
+    return norm
+
+
+def load_manifest(root: str) -> "dict[str, Any]":
+    """Read and check ``root``/manifest.json; a FormatError lists every problem."""
+    fs, base = open_fs(root)
+    path = join(base, MANIFEST)
+    try:
+        with fs.open(path, "r") as f:
+            m = json.load(f)
+    except FileNotFoundError:
+        raise FormatError(f"{root}: no {MANIFEST} (is this a C2FMAE dataset root?)") from None
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{path}: not valid JSON: {e}") from None
+    probs = manifest_problems(m)
+    if probs:
+        raise FormatError(f"{path}:\n  " + "\n  ".join(probs))
+    return m

@@ -1,0 +1,151 @@
+"""Shard files: the one writer every producer uses, and a streaming reader.
+
+A shard is ``<root>/shards/<split>-NNNNN.parquet``. The writer encodes the whole shard in memory,
+hashes it, writes it under a temporary name beside the final one and renames it, so a crash never
+leaves a partial file under a final name (object stores publish a PUT atomically anyway).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .format import FORMAT_VERSION, SCHEMA, STATUS_OK, FormatError, check_record, records_to_table
+
+SHARD_DIR = "shards"
+SHARD_RE = re.compile(r"^(?P<split>[a-z0-9_]+)-(?P<index>\d{5})\.parquet$")
+TMP_MARK = ".tmp-"
+ROW_GROUP_SIZE = 64
+META_KEY = b"c2fmae"
+
+
+def open_fs(root: str):
+    """(fsspec filesystem, path) for a local path or URL (file://, http(s)://, s3://, gs://...)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(str(root))
+    return fs, path.rstrip("/") if path not in ("/", "") else path
+
+
+def join(path: str, *parts: str) -> str:
+    return "/".join([path.rstrip("/"), *parts])
+
+
+def shard_name(split: str, index: int) -> str:
+    if not re.fullmatch(r"[a-z0-9_]+", split):
+        raise FormatError(f"split name {split!r} must be lower-case letters, digits or _")
+    if not 0 <= index <= 99999:
+        raise FormatError(f"shard index {index} outside 0..99999")
+    return f"{split}-{index:05d}.parquet"
+
+
+def parse_shard_name(name: str) -> "tuple[str, int] | None":
+    m = SHARD_RE.match(os.path.basename(name))
+    return (m["split"], int(m["index"])) if m else None
+
+
+@dataclass
+class ShardInfo:
+    """What the manifest records of one shard."""
+    file: str            # relative to the dataset root, e.g. shards/train-00000.parquet
+    rows: int
+    bytes: int
+    sha256: str
+    first_key: str
+    last_key: str
+    ok: int
+    failed: int
+    instances: int
+
+    def to_json(self) -> "dict[str, Any]":
+        return asdict(self)
+
+
+def sha256_file(fs, path: str, chunk: int = 1 << 22) -> "tuple[str, int]":
+    h, n = hashlib.sha256(), 0
+    with fs.open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+            n += len(b)
+    return h.hexdigest(), n
+
+
+def encode_shard(records: "Sequence[dict[str, Any]]", *, meta: "dict | None" = None,
+                 validate: bool = True) -> "tuple[bytes, pa.Table]":
+    """Parquet bytes of one shard (rows sorted by key). With ``validate`` every record is checked
+    first and a FormatError names each bad key."""
+    if validate:
+        problems = [f"{r.get('key')!r}: {p}" for r in records for p in check_record(r)]
+        if problems:
+            raise FormatError("refusing to write invalid records:\n  " + "\n  ".join(problems))
+    table = records_to_table(list(records))
+    kv = {META_KEY: json.dumps({"format_version": FORMAT_VERSION, **(meta or {})}).encode()}
+    table = table.replace_schema_metadata(kv)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=ROW_GROUP_SIZE, compression="zstd",
+                   use_dictionary=["wnid", "status", "reason"], write_statistics=["key"])
+    return buf.getvalue(), table
+
+
+def write_shard(root: str, split: str, index: int, records: "Sequence[dict[str, Any]]", *,
+                meta: "dict | None" = None, validate: bool = True) -> ShardInfo:
+    """Write one shard atomically under ``root`` and return its manifest entry."""
+    data, table = encode_shard(records, meta=meta, validate=validate)
+    fs, base = open_fs(root)
+    rel = f"{SHARD_DIR}/{shard_name(split, index)}"
+    final = join(base, rel)
+    fs.makedirs(join(base, SHARD_DIR), exist_ok=True)
+    tmp = f"{final}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, final)
+    status = table.column("status").to_pylist()
+    return ShardInfo(file=rel, rows=table.num_rows, bytes=len(data),
+                     sha256=hashlib.sha256(data).hexdigest(),
+                     first_key=table.column("key")[0].as_py() if table.num_rows else "",
+                     last_key=table.column("key")[-1].as_py() if table.num_rows else "",
+                     ok=sum(s == STATUS_OK for s in status),
+                     failed=sum(s != STATUS_OK for s in status),
+                     instances=int(pa.compute.sum(table.column("num_instances")).as_py() or 0))
+
+
+def shard_meta(fs, path: str) -> "dict[str, Any]":
+    """The key-value metadata a shard was written with (format version, provenance...)."""
+    with fs.open(path, "rb") as f:
+        md = pq.ParquetFile(f).schema_arrow.metadata or {}
+    return json.loads(md.get(META_KEY, b"{}"))
+
+
+def iter_shard(fs, path: str, columns: "Sequence[str] | None" = None
+               ) -> "Iterator[dict[str, Any]]":
+    """Stream the rows of one shard as dicts, holding one row group in memory at a time."""
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        for g in range(pf.num_row_groups):
+            t = pf.read_row_group(g, columns=list(columns) if columns else None)
+            yield from t.to_pylist()
+
+
+def list_shards(root: str, split: "str | None" = None) -> "list[str]":
+    """Relative paths of the finished shards under root (temporary files ignored), sorted."""
+    fs, base = open_fs(root)
+    d = join(base, SHARD_DIR)
+    if not fs.exists(d):
+        return []
+    out = []
+    for p in fs.ls(d, detail=False):
+        parsed = parse_shard_name(p)
+        if parsed and (split is None or parsed[0] == split):
+            out.append(f"{SHARD_DIR}/{os.path.basename(p)}")
+    return sorted(out)
