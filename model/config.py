@@ -1,0 +1,214 @@
+"""Pretraining configs: YAML files, dotted overrides, and the derived batch / lr numbers.
+
+A config is a plain nested dict with the sections of ``DEFAULTS``. ``load_config`` reads a YAML
+file (``model/configs/pretrain_*.yaml`` or any path), deep-merges it over ``DEFAULTS`` and applies
+``--set a.b=value`` overrides (values parsed as YAML, so ``--set optim.lr=8e-4`` is a float and
+``--set data.hflip=false`` a bool). Unknown keys are an error naming the key, so a typo never
+silently trains with a default.
+
+Derived numbers (``derive``):
+- ``accum_steps = total_batch / (batch_per_gpu * world_size)``: the paper's batch of 2048 is reached
+  by gradient accumulation when the GPUs cannot hold it; it must divide exactly.
+- ``lr = base_lr * total_batch / 256`` (the linear scaling rule of MAE) unless ``optim.lr`` is set.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+DEFAULTS: "dict[str, Any]" = {
+    "model": {
+        "name": "c2fmae_vit_base",   # a name of model.c2fmae.build_model
+        "overrides": {},             # C2FMAEConfig fields, e.g. {decoder_mode: parallel}
+    },
+    "data": {
+        "root": None,                # dataset root (manifest.json + shards/)
+        "imagenet_root": None,       # ImageNet folder for datasets that are not self-contained
+        "split": "train",
+        "val_split": None,           # split for the panels' fixed images (None: first train images)
+        "img_size": 224,
+        "mask_stride": 4,
+        "max_instances": 32,
+        "crop_scale": [0.2, 1.0],    # RandomResizedCrop scale, as MAE
+        "hflip": True,
+        "num_workers": 8,
+        "pin_memory": True,
+    },
+    "optim": {
+        "epochs": 400,
+        "warmup_epochs": 40,
+        "total_batch": 2048,         # images per optimizer step over all GPUs and accumulation
+        "batch_per_gpu": 256,        # images per forward pass on one GPU
+        "base_lr": 1.0e-4,           # scaled by total_batch / 256
+        "lr": None,                  # absolute lr; overrides the scaling rule when set
+        "min_lr": 0.0,
+        "weight_decay": 0.05,
+        "betas": [0.9, 0.95],
+        "clip_grad": None,           # max grad norm; None = off (as MAE)
+    },
+    "train": {
+        "seed": 0,
+        "amp": "auto",               # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | none
+        "max_steps": None,           # stop after this many optimizer steps (schedule follows it)
+        "save_every_epochs": 20,     # keep checkpoint-EEEE.pt every N epochs
+        "save_last_every_steps": 1000,  # refresh last.pt every N steps (and at each epoch end)
+        "panels_every_epochs": 20,   # write reconstruction panels every N epochs (0 = never)
+        "panel_images": 6,
+        "log_every_steps": 20,
+        "progress_bar": True,
+        "find_unused_parameters": False,
+        "dist_backend": "auto",      # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used, named by its dotted key."""
+
+
+def _merge(base: dict, over: dict, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        key = f"{prefix}{k}"
+        if k not in out:
+            raise ConfigError(f"unknown config key {key!r}")
+        if isinstance(out[k], dict) and k != "overrides":
+            if not isinstance(v, dict):
+                raise ConfigError(f"config key {key!r} must be a mapping, got {v!r}")
+            out[k] = _merge(out[k], v, key + ".")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value parsed as YAML (numbers, bools, null, lists); plain text otherwise."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def set_dotted(cfg: dict, dotted: str, value: Any) -> None:
+    """Set ``cfg[a][b] = value`` for ``dotted = "a.b"``; the key must exist (except below
+    ``model.overrides``, which holds model-specific fields)."""
+    parts = dotted.split(".")
+    node = cfg
+    for i, p in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or p not in node:
+            raise ConfigError(f"unknown config key {'.'.join(parts[:i + 1])!r} in {dotted!r}")
+        node = node[p]
+        if parts[:i + 1] == ["model", "overrides"]:
+            _set_free(node, parts[i + 1:], value)
+            return
+    if not isinstance(node, dict) or parts[-1] not in node:
+        raise ConfigError(f"unknown config key {dotted!r}")
+    node[parts[-1]] = value
+
+
+def _set_free(node: dict, parts: "list[str]", value: Any) -> None:
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+def apply_overrides(cfg: dict, overrides: "list[str] | None") -> dict:
+    """Apply ``["optim.lr=1e-3", ...]`` to a copy of cfg."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        k, v = item.split("=", 1)
+        set_dotted(cfg, k.strip(), parse_value(v))
+    return cfg
+
+
+def config_path(name_or_path: str) -> str:
+    """A config file: a path, or the name of a shipped config (``pretrain_tiny``)."""
+    if os.path.exists(name_or_path):
+        return name_or_path
+    here = os.path.join(os.path.dirname(__file__), "configs")
+    for cand in (name_or_path, name_or_path + ".yaml"):
+        p = os.path.join(here, cand)
+        if os.path.exists(p):
+            return p
+    shipped = sorted(f[:-5] for f in os.listdir(here) if f.endswith(".yaml"))
+    raise ConfigError(f"config {name_or_path!r} is neither a file nor one of {shipped}")
+
+
+def load_config(name_or_path: "str | None" = None, overrides: "list[str] | None" = None,
+                data: "dict | None" = None) -> dict:
+    """DEFAULTS <- YAML file (or ``data``) <- dotted overrides, then checked."""
+    import yaml
+
+    cfg = copy.deepcopy(DEFAULTS)
+    if name_or_path:
+        path = config_path(name_or_path)
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        try:
+            cfg = _merge(cfg, loaded)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    if data:
+        cfg = _merge(cfg, data)
+    cfg = apply_overrides(cfg, overrides)
+    check(cfg)
+    return cfg
+
+
+def check(cfg: dict) -> None:
+    o, t, d = cfg["optim"], cfg["train"], cfg["data"]
+    for key in ("epochs", "total_batch", "batch_per_gpu"):
+        if not isinstance(o[key], int) or o[key] <= 0:
+            raise ConfigError(f"optim.{key} must be a positive integer, got {o[key]!r}")
+    if not 0 <= o["warmup_epochs"] <= o["epochs"]:
+        raise ConfigError(f"optim.warmup_epochs {o['warmup_epochs']} outside 0..optim.epochs")
+    for key in ("base_lr", "weight_decay", "min_lr"):
+        if not isinstance(o[key], (int, float)) or o[key] < 0:
+            raise ConfigError(f"optim.{key} must be a number >= 0, got {o[key]!r}")
+    if len(o["betas"]) != 2 or not all(0 <= b < 1 for b in o["betas"]):
+        raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {o['betas']!r}")
+    if t["amp"] not in ("auto", "bf16", "fp16", "none"):
+        raise ConfigError(f"train.amp {t['amp']!r} is not auto|bf16|fp16|none")
+    if t["max_steps"] is not None and (not isinstance(t["max_steps"], int) or t["max_steps"] <= 0):
+        raise ConfigError(f"train.max_steps must be a positive integer, got {t['max_steps']!r}")
+    if d["img_size"] % 16 or d["img_size"] % d["mask_stride"]:
+        raise ConfigError(f"data.img_size {d['img_size']} must be a multiple of the patch size "
+                          f"16 and of data.mask_stride {d['mask_stride']}")
+
+
+def accum_steps(cfg: dict, world_size: int) -> int:
+    """Micro-batches per optimizer step so that batch_per_gpu x world x accum = total_batch."""
+    o = cfg["optim"]
+    per_step = o["batch_per_gpu"] * world_size
+    if o["total_batch"] % per_step:
+        raise ConfigError(f"optim.total_batch {o['total_batch']} is not a multiple of "
+                          f"optim.batch_per_gpu {o['batch_per_gpu']} x {world_size} process(es)"
+                          f" = {per_step}")
+    return o["total_batch"] // per_step
+
+
+def scaled_lr(cfg: dict) -> float:
+    """The peak lr: ``optim.lr`` if set, else base_lr x total_batch / 256 (linear scaling)."""
+    o = cfg["optim"]
+    if o["lr"] is not None:
+        return float(o["lr"])
+    return float(o["base_lr"]) * o["total_batch"] / 256
+
+
+def derive(cfg: dict, world_size: int) -> dict:
+    """The numbers a run actually uses, logged at start and stored in checkpoints."""
+    return {"world_size": world_size, "accum_steps": accum_steps(cfg, world_size),
+            "lr": scaled_lr(cfg), "total_batch": cfg["optim"]["total_batch"]}
+
+
+def dump_yaml(cfg: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg, sort_keys=False)
