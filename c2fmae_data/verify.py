@@ -1,0 +1,260 @@
+"""``verify``: check a dataset root and report EVERY problem found.
+
+Two depths (``docs/FORMAT.md`` section "Verification"):
+
+* quick (default): manifest schema and version; per shard: present, byte size, sha256, row count,
+  first/last key and ok/failed counts against the manifest; extra shards; stray temporary files
+  (warnings); keys sorted within a shard and across the shards of a split, unique across the whole
+  dataset; every row's metadata (``check_record(decode=False)``: status, class index, sizes, hash
+  field, instance metadata ids and categories).
+* ``full``: additionally decodes every mask (``check_record(decode=True)``): size equals
+  width x height, semantic ids in 0..132 or 255, instance ids and areas agree with the metadata;
+  and for self-contained sets the sha256 of ``image_bytes``.
+
+``imagenet_root`` (either depth) checks that every key exists under that root with the recorded
+size and sha256. Memory is bounded by one row group (shards are streamed) plus 8 bytes per row for
+the duplicate-key check.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from .format import COLUMNS, FORMAT_VERSION, STATUS_OK, FormatError, check_record
+from .manifest import MANIFEST, load_manifest
+from .shards import SHARD_DIR, TMP_MARK, join, open_fs, parse_shard_name, shard_meta
+
+#: columns read in quick mode (no masks, no image bytes)
+LIGHT_COLUMNS = [c for c in COLUMNS if c not in ("instance_png", "semantic_png", "image_bytes")]
+MAX_PER_SHARD = 100  # row problems listed per shard before summarising the rest
+
+
+@dataclass
+class Report:
+    root: str
+    full: bool
+    problems: "list[str]" = field(default_factory=list)
+    warnings: "list[str]" = field(default_factory=list)
+    shards: int = 0
+    rows: int = 0
+    checked_images: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> "dict[str, Any]":
+        return {**asdict(self), "ok": self.ok}
+
+    def text(self) -> str:
+        mode = "full" if self.full else "quick"
+        lines = [f"verify {self.root} ({mode}): {self.shards} shards, {self.rows} rows"
+                 + (f", {self.checked_images} source images checked" if self.checked_images else "")]
+        lines += [f"WARNING {w}" for w in self.warnings]
+        lines += [f"PROBLEM {p}" for p in self.problems]
+        lines.append("OK" if self.ok else f"FAILED: {len(self.problems)} problem(s)")
+        return "\n".join(lines)
+
+
+def _key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little",
+                          signed=True)
+
+
+def _sha256_stream(f, chunk: int = 1 << 22) -> "tuple[str, int]":
+    h, n = hashlib.sha256(), 0
+    for b in iter(lambda: f.read(chunk), b""):
+        h.update(b)
+        n += len(b)
+    return h.hexdigest(), n
+
+
+def _iter_rows(pf: pq.ParquetFile, columns: "list[str]") -> Iterator["dict[str, Any]"]:
+    have = set(pf.schema_arrow.names)
+    cols = [c for c in columns if c in have]
+    for g in range(pf.num_row_groups):
+        yield from pf.read_row_group(g, columns=cols).to_pylist()
+
+
+class _Verifier:
+    def __init__(self, root: str, imagenet_root: "str | None", full: bool):
+        self.fs, self.base = open_fs(root)
+        self.report = Report(root=str(root), full=full)
+        self.imagenet_root = imagenet_root
+        self.full = full
+        self.key_hashes: list[np.ndarray] = []
+        self.key_shard: list[np.ndarray] = []
+        self.shard_files: list[str] = []
+
+    def problem(self, msg: str) -> None:
+        self.report.problems.append(msg)
+
+    # ------------------------------------------------------------------ layout
+    def listed_files(self) -> "tuple[set[str], list[str]]":
+        d = join(self.base, SHARD_DIR)
+        present, other = set(), []
+        if self.fs.exists(d):
+            for p in self.fs.ls(d, detail=False):
+                name = os.path.basename(p.rstrip("/"))
+                (present.add(f"{SHARD_DIR}/{name}") if parse_shard_name(name) else other.append(name))
+        for name in other:
+            kind = ("temporary file left by an interrupted write or download"
+                    if TMP_MARK in name or name.endswith(".part") else "unexpected file")
+            self.report.warnings.append(f"{SHARD_DIR}/{name}: {kind}")
+        return present, other
+
+    def run(self) -> Report:
+        try:
+            manifest = load_manifest(self.report.root)
+        except FormatError as e:
+            self.problem(f"{MANIFEST}: {e}")
+            return self.report
+        present, _ = self.listed_files()
+        listed = []
+        for split, s in manifest["splits"].items():
+            entries = s.get("shards") or []
+            tot = {k: 0 for k in ("rows", "ok", "failed", "instances", "bytes")}
+            prev_last = None
+            for e in entries:
+                listed.append(e["file"])
+                for k in tot:
+                    tot[k] += int(e.get(k, 0) or 0)
+                prev_last = self.check_shard(split, e, prev_last)
+            for k, v in tot.items():
+                if k in s and int(s[k]) != v:
+                    self.problem(f"manifest split {split}: {k} {s[k]} != {v} summed over shards")
+        for rel in sorted(present - set(listed)):
+            self.problem(f"{rel}: shard not listed in the manifest (extra shard)")
+        self.check_duplicates()
+        return self.report
+
+    # ------------------------------------------------------------------ one shard
+    def check_shard(self, split: str, e: "dict[str, Any]", prev_last: "str | None"
+                    ) -> "str | None":
+        rel, path = e["file"], join(self.base, e["file"])
+        self.report.shards += 1
+        if not self.fs.exists(path):
+            self.problem(f"{rel}: missing (listed in the manifest with {e.get('rows')} rows)")
+            return prev_last
+        with self.fs.open(path, "rb") as f:
+            sha, size = _sha256_stream(f)
+        if size != int(e["bytes"]):
+            self.problem(f"{rel}: {size} bytes, manifest says {e['bytes']} (truncated or replaced)")
+        if sha != e["sha256"]:
+            self.problem(f"{rel}: sha256 {sha[:16]}... != manifest {str(e['sha256'])[:16]}... "
+                         f"(corrupted or modified)")
+        try:
+            meta = shard_meta(self.fs, path)
+            ver = str(meta.get("format_version", ""))
+            if ver.split(".")[0] != FORMAT_VERSION.split(".")[0]:
+                self.problem(f"{rel}: format_version {ver!r} not readable by {FORMAT_VERSION}")
+            with self.fs.open(path, "rb") as f:
+                return self.check_rows(rel, e, pq.ParquetFile(f), prev_last)
+        except Exception as err:  # an unreadable parquet file: report and go on
+            self.problem(f"{rel}: unreadable Parquet file: {type(err).__name__}: {err}")
+            return prev_last
+
+    def check_rows(self, rel: str, e: "dict[str, Any]", pf: pq.ParquetFile,
+                   prev_last: "str | None") -> "str | None":
+        missing = [c for c in COLUMNS if c not in pf.schema_arrow.names and c != "image_bytes"]
+        if missing:
+            self.problem(f"{rel}: lacks columns {missing}")
+            return prev_last
+        if pf.metadata.num_rows != int(e["rows"]):
+            self.problem(f"{rel}: {pf.metadata.num_rows} rows, manifest says {e['rows']}")
+        columns = list(COLUMNS) if self.full else LIGHT_COLUMNS
+        if self.imagenet_root is None and not self.full:
+            columns = [c for c in columns if c != "image_bytes"]
+        n_probs, n_ok, keys_h = 0, 0, []
+        first = last = None
+        shard_no = len(self.shard_files)
+        self.shard_files.append(rel)
+        for rec in _iter_rows(pf, columns):
+            key = rec.get("key")
+            rec.setdefault("image_bytes", None)
+            for c in ("instance_png", "semantic_png"):
+                rec.setdefault(c, None)
+            probs = check_record(rec, decode=self.full)
+            if self.full and rec.get("image_bytes") is not None and rec.get("status") == STATUS_OK:
+                if hashlib.sha256(rec["image_bytes"]).hexdigest() != rec.get("source_sha256"):
+                    probs.append("image_bytes do not match source_sha256")
+            if self.imagenet_root is not None and rec.get("status") == STATUS_OK:
+                probs += self.check_source(rec)
+            if isinstance(key, str):
+                if last is not None and key <= last:
+                    probs.append("duplicate key" if key == last else
+                                 f"rows not sorted by key (follows {last!r})")
+                elif last is None and prev_last is not None and key <= prev_last:
+                    probs.append(f"first key of the shard is not after the previous shard's "
+                                 f"last key {prev_last!r}")
+                first = key if first is None else first
+                last = key
+                keys_h.append(_key_hash(key))
+            n_ok += rec.get("status") == STATUS_OK
+            for p in probs:
+                n_probs += 1
+                if n_probs <= MAX_PER_SHARD:
+                    self.problem(f"{rel}: {key!r}: {p}")
+            self.report.rows += 1
+        if n_probs > MAX_PER_SHARD:
+            self.problem(f"{rel}: ... and {n_probs - MAX_PER_SHARD} more row problems")
+        for k, got in (("first_key", first or ""), ("last_key", last or ""), ("ok", n_ok)):
+            if k in e and e[k] != got:
+                self.problem(f"{rel}: {k} {got!r} != manifest {e[k]!r}")
+        self.key_hashes.append(np.asarray(keys_h, np.int64))
+        self.key_shard.append(np.full(len(keys_h), shard_no, np.int32))
+        return last if last is not None else prev_last
+
+    def check_source(self, rec: "dict[str, Any]") -> "list[str]":
+        fs, base = open_fs(self.imagenet_root)
+        path = join(base, rec["key"])
+        self.report.checked_images += 1
+        try:
+            with fs.open(path, "rb") as f:
+                sha, size = _sha256_stream(f)
+        except FileNotFoundError:
+            return [f"source image {path} missing under --imagenet-root"]
+        except OSError as e:
+            return [f"source image {path} unreadable: {e}"]
+        probs = []
+        if rec.get("source_size") is not None and size != int(rec["source_size"]):
+            probs.append(f"source image {path} is {size} bytes, dataset says {rec['source_size']}")
+        if sha != rec.get("source_sha256"):
+            probs.append(f"source image {path} sha256 does not match source_sha256 "
+                         f"(a different file than the one labeled)")
+        return probs
+
+    # ------------------------------------------------------------------ dataset-wide
+    def check_duplicates(self) -> None:
+        if not self.key_hashes:
+            return
+        h = np.concatenate(self.key_hashes)
+        s = np.concatenate(self.key_shard)
+        order = np.argsort(h, kind="stable")
+        hs = h[order]
+        dup = np.nonzero(hs[1:] == hs[:-1])[0]
+        if not len(dup):
+            return
+        # name the keys: rescan only the shards involved (rare path)
+        dup_hashes = set(hs[dup].tolist())
+        shards = sorted(set(s[order][np.concatenate([dup, dup + 1])].tolist()))
+        where: dict[str, list[str]] = {}
+        for i in shards:
+            rel = self.shard_files[i]
+            with self.fs.open(join(self.base, rel), "rb") as f:
+                for rec in _iter_rows(pq.ParquetFile(f), ["key"]):
+                    if _key_hash(rec["key"]) in dup_hashes:
+                        where.setdefault(rec["key"], []).append(rel)
+        for key, rels in sorted(where.items()):
+            if len(rels) > 1 and len(set(rels)) > 1:  # within-shard repeats reported already
+                self.problem(f"duplicate key {key!r} in {', '.join(sorted(set(rels)))}")
+
+
+def verify(root: str, *, imagenet_root: "str | None" = None, full: bool = False) -> Report:
+    """Check the dataset at ``root``; ``Report.ok`` is True only when nothing is wrong."""
+    return _Verifier(str(root), imagenet_root, full).run()
