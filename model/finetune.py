@@ -1,0 +1,251 @@
+"""ImageNet-1K fine-tuning of a pretrained C2FMAE encoder (paper Sec. IV-A, Table I).
+
+    torchrun --nproc_per_node=8 -m model.finetune --config finetune_vitb_400ep \
+        --pretrained encoder.safetensors --imagenet-root /data/imagenet --output-dir out/ft
+    python -m model.finetune --eval-only --checkpoint out/ft/checkpoint.pth --imagenet-root ...
+
+The recipe is MAE's end-to-end fine-tuning built from timm parts: RandAugment + random erasing
+(``create_transform``), Mixup/CutMix with label smoothing (``timm.data.Mixup`` +
+``SoftTargetCrossEntropy``), layer-wise lr decay groups (``timm.optim.param_groups_layer_decay``),
+drop path, global average pooling, AdamW with a per-iteration warmup + cosine schedule.
+After every evaluation, top-1 / top-5 on the val split go to ``<checkpoint>_eval.json`` next to
+``checkpoint.pth``; ``log.jsonl`` holds one line per epoch. A run restarts from its
+``checkpoint.pth`` (model, optimizer, epoch) when one exists in the output dir.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+from model.finetune_config import accum_steps, load_finetune_config, lr_at, scaled_lr
+from model.finetune_data import ImageFolderSplit, eval_transform, train_transform
+from model.finetune_model import (create_classifier, layer_decay_groups, load_finetuned,
+                                  read_encoder, save_finetuned, topk_counts)
+
+CHECKPOINT = "checkpoint.pth"
+
+
+# ----------------------------------------------------------------------------- process setup
+def init_distributed(cfg: dict) -> "tuple[torch.device, int, int]":
+    """(device, rank, world) under torchrun; (cuda:0 or cpu, 0, 1) for one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = cfg["train"]["dist_backend"]
+        backend = ("nccl" if cuda else "gloo") if backend == "auto" else backend
+        torch.distributed.init_process_group(backend)
+    return device, rank, world
+
+
+def amp_dtype(cfg: dict, device: torch.device) -> "torch.dtype | None":
+    amp = cfg["train"]["amp"]
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def make_loader(ds, batch: int, train: bool, cfg: dict, world: int, rank: int, seed: int = 0):
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.DistributedSampler(ds, world, rank, shuffle=train, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    d = cfg["data"]
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch, shuffle=train and sampler is None, sampler=sampler, generator=g,
+        num_workers=d["num_workers"], pin_memory=d["pin_memory"] and torch.cuda.is_available(),
+        drop_last=train, persistent_workers=d["num_workers"] > 0)
+
+
+def make_mixup(cfg: dict):
+    """timm Mixup/CutMix (labels -> smoothed soft targets) or None when both alphas are 0."""
+    a = cfg["aug"]
+    if a["mixup"] <= 0 and a["cutmix"] <= 0:
+        return None
+    return Mixup(mixup_alpha=a["mixup"], cutmix_alpha=a["cutmix"], prob=a["mixup_prob"],
+                 switch_prob=a["mixup_switch_prob"], mode=a["mixup_mode"],
+                 label_smoothing=a["smoothing"], num_classes=cfg["model"]["num_classes"])
+
+
+def make_criterion(cfg: dict, mixup) -> torch.nn.Module:
+    if mixup is not None:
+        return SoftTargetCrossEntropy()  # smoothing is inside the mixed targets
+    if cfg["aug"]["smoothing"] > 0:
+        return LabelSmoothingCrossEntropy(cfg["aug"]["smoothing"])
+    return torch.nn.CrossEntropyLoss()
+
+
+def make_optimizer(model, cfg: dict) -> torch.optim.Optimizer:
+    o = cfg["optim"]
+    groups = layer_decay_groups(model, o["weight_decay"], o["layer_decay"])
+    return torch.optim.AdamW(groups, lr=scaled_lr(cfg), betas=tuple(o["betas"]))
+
+
+# ----------------------------------------------------------------------------- the loop
+def train_one_epoch(model, loader, optimizer, criterion, cfg: dict, epoch: int, device,
+                    prepare, accum: int = 1, dtype=None, log=print, step0: int = 0) -> dict:
+    """One epoch; ``prepare(batch) -> (inputs, targets)`` on device (mixup applied there).
+    The lr is set per optimizer step: ``lr_at(epoch + i / len) x lr_scale`` of each group."""
+    model.train()
+    peak, n_it = scaled_lr(cfg), len(loader)
+    clip, every = cfg["optim"]["clip_grad"], cfg["train"]["log_every_steps"]
+    max_steps, steps, total, seen = cfg["train"]["max_steps"], step0, 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    for i, batch in enumerate(loader):
+        if i % accum == 0:
+            lr = lr_at(epoch + i / n_it, peak, cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+        x, y = prepare(batch)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = criterion(model(x), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} iteration {i}")
+        (loss / accum).backward()
+        total, seen = total + loss.item(), seen + 1
+        if (i + 1) % accum == 0:
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps += 1
+            if every and steps % every == 0:
+                log(f"epoch {epoch} it {i + 1}/{n_it} loss {loss.item():.4f} lr {lr:.3g}")
+            if max_steps and steps >= max_steps:
+                break
+    return {"train_loss": total / max(seen, 1), "lr": lr if seen else 0.0, "steps": steps}
+
+
+def eval_json_path(checkpoint: str) -> str:
+    root, _ = os.path.splitext(checkpoint)
+    return root + "_eval.json"
+
+
+def write_json(path: str, obj: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- entry
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m model.finetune", description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="finetune_vitb_400ep", help="YAML path or shipped name")
+    p.add_argument("--pretrained", help="encoder .safetensors (model.export) or pretraining ckpt")
+    p.add_argument("--imagenet-root", help="folder with <train_split>/ and <val_split>/ wnid dirs")
+    p.add_argument("--output-dir", default="out/finetune")
+    p.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint, no training")
+    p.add_argument("--checkpoint", help="fine-tuned checkpoint for --eval-only "
+                                        "(default OUTPUT_DIR/checkpoint.pth)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set optim.epochs=1 (repeatable)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cfg = load_finetune_config(args.config, args.overrides)
+    if args.imagenet_root:
+        cfg["data"]["imagenet_root"] = args.imagenet_root
+    root = cfg["data"]["imagenet_root"]
+    if not root:
+        raise SystemExit("--imagenet-root (or data.imagenet_root) is required")
+    device, rank, world = init_distributed(cfg)
+    torch.manual_seed(cfg["train"]["seed"] + rank)
+    dtype = amp_dtype(cfg, device)
+    m, d = cfg["model"], cfg["data"]
+    log = print if rank == 0 else (lambda *a, **k: None)
+    val_ds = ImageFolderSplit(os.path.join(root, d["val_split"]),
+                              transform=eval_transform(m["img_size"], d["eval_crop_pct"]),
+                              limit=d["limit_val"])
+    val_loader = make_loader(val_ds, cfg["optim"]["batch_per_gpu"], False, cfg, world, rank)
+
+    if args.eval_only:
+        ckpt = args.checkpoint or os.path.join(args.output_dir, CHECKPOINT)
+        model, ck = load_finetuned(ckpt)
+        stats = topk_counts(model.to(device), val_loader, device, amp_dtype=dtype)
+        stats.update(checkpoint=os.path.abspath(ckpt), split=d["val_split"], epoch=ck.get("epoch"))
+        if rank == 0:
+            write_json(eval_json_path(ckpt), stats)
+        log(json.dumps(stats))
+        return stats
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    weights = read_encoder(args.pretrained) if args.pretrained else None
+    if weights is None:
+        log("no --pretrained: training from random initialisation")
+    model = create_classifier(weights, m["num_classes"], m["img_size"], m["drop_path"],
+                              m["timm_name"], m["timm_kwargs"]).to(device)
+    optimizer = make_optimizer(model, cfg)
+    ckpt = os.path.join(args.output_dir, CHECKPOINT)
+    start = 0
+    if os.path.exists(ckpt):  # resume
+        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        start = int(ck["epoch"]) + 1
+        log(f"resumed from {ckpt} at epoch {start}")
+    arch = model.c2fmae_arch
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index]
+                                                          if device.type == "cuda" else None)
+        model.c2fmae_arch = arch
+    accum = accum_steps(cfg, world)
+    train_ds = ImageFolderSplit(os.path.join(root, d["train_split"]),
+                                transform=train_transform(m["img_size"], cfg["aug"]),
+                                limit=d["limit_train"])
+    train_loader = make_loader(train_ds, cfg["optim"]["batch_per_gpu"], True, cfg, world, rank,
+                               cfg["train"]["seed"])
+    if len(train_loader) == 0:
+        raise SystemExit(f"{len(train_ds)} training images < batch_per_gpu "
+                         f"{cfg['optim']['batch_per_gpu']}")
+    mixup, steps = make_mixup(cfg), 0
+    criterion = make_criterion(cfg, mixup)
+
+    def prepare(batch):
+        x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        return mixup(x, y) if mixup is not None else (x, y)
+
+    log(f"fine-tuning {arch['timm_name']} on {len(train_ds)} images, {world} process(es), "
+        f"accum {accum}, peak lr {scaled_lr(cfg):.3g}, from {getattr(weights, 'source', None)}")
+    stats: dict = {}
+    for epoch in range(start, cfg["optim"]["epochs"]):
+        if isinstance(train_loader.sampler, torch.utils.data.DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        t0 = time.time()
+        tr = train_one_epoch(model, train_loader, optimizer, criterion, cfg, epoch, device,
+                             prepare, accum, dtype, log, steps)
+        steps = tr["steps"]
+        last = epoch + 1 == cfg["optim"]["epochs"] or (cfg["train"]["max_steps"] and
+                                                      steps >= cfg["train"]["max_steps"])
+        stats = {"epoch": epoch, **tr, "epoch_time_s": round(time.time() - t0, 2)}
+        if last or (epoch + 1) % cfg["train"]["eval_every_epochs"] == 0:
+            stats.update(topk_counts(model, val_loader, device, amp_dtype=dtype))
+        if rank == 0:
+            save_finetuned(ckpt, model, {"optimizer": optimizer.state_dict(), "epoch": epoch,
+                                         "config": cfg})
+            with open(os.path.join(args.output_dir, "log.jsonl"), "a") as f:
+                f.write(json.dumps(stats) + "\n")
+            if "top1" in stats:
+                write_json(eval_json_path(ckpt), {**stats, "checkpoint": os.path.abspath(ckpt),
+                                                  "split": d["val_split"]})
+        log(json.dumps(stats))
+        if last:
+            break
+    return stats
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Fine-tuning configs: YAML over ``DEFAULTS`` plus ``--set a.b=value`` overrides.
+
+Same conventions as the pretraining configs (``model/config.py``, whose override parser and
+batch / lr helpers are reused): unknown keys are an error naming the key; the peak lr is
+``base_lr x total_batch / 256`` unless ``optim.lr`` is set; ``total_batch`` is reached with
+``batch_per_gpu x processes x accumulation``. Defaults are MAE's fine-tuning recipe (ViT-B);
+the shipped configs ``finetune_vitb_400ep`` / ``finetune_vitb_1600ep`` hold the paper's two
+settings (base lr 1e-3 / layer decay 0.7 and 5e-4 / 0.65).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from model.config import ConfigError, accum_steps, apply_overrides, config_path, scaled_lr
+
+DEFAULTS: "dict[str, Any]" = {
+    "model": {
+        "timm_name": "vit_base_patch16_224",  # used when --pretrained carries no architecture
+        "timm_kwargs": {},
+        "num_classes": 1000,
+        "img_size": 224,
+        "drop_path": 0.1,
+    },
+    "data": {
+        "imagenet_root": None,       # <root>/<train_split>/<wnid>/*.JPEG, <root>/<val_split>/...
+        "train_split": "train",
+        "val_split": "val",
+        "limit_train": None,         # keep this many images (class-interleaved), for smoke runs
+        "limit_val": None,
+        "eval_crop_pct": 0.875,      # 224 / 256
+        "num_workers": 10,
+        "pin_memory": True,
+    },
+    "aug": {
+        "auto_augment": "rand-m9-mstd0.5-inc1",  # RandAugment as MAE
+        "color_jitter": None,        # unused with RandAugment (as MAE)
+        "reprob": 0.25,              # random erasing
+        "remode": "pixel",
+        "recount": 1,
+        "mixup": 0.8,                # alpha; 0 = off
+        "cutmix": 1.0,               # alpha; 0 = off
+        "mixup_prob": 1.0,
+        "mixup_switch_prob": 0.5,
+        "mixup_mode": "batch",
+        "smoothing": 0.1,            # label smoothing
+    },
+    "optim": {
+        "epochs": 100,
+        "warmup_epochs": 5,
+        "total_batch": 1024,
+        "batch_per_gpu": 128,
+        "base_lr": 1.0e-3,
+        "lr": None,
+        "min_lr": 1.0e-6,
+        "layer_decay": 0.75,
+        "weight_decay": 0.05,
+        "betas": [0.9, 0.999],
+        "clip_grad": None,
+    },
+    "train": {
+        "seed": 0,
+        "amp": "auto",               # auto: bf16 on CUDA, fp32 on CPU | bf16 | none
+        "eval_every_epochs": 1,
+        "log_every_steps": 50,
+        "max_steps": None,           # stop early (smoke runs); the schedule keeps the full length
+        "dist_backend": "auto",
+    },
+}
+
+
+def _merge(base: dict, over: dict, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        key = prefix + k
+        if k not in out:
+            raise ConfigError(f"unknown config key {key!r}")
+        if isinstance(out[k], dict) and k != "timm_kwargs":
+            if not isinstance(v, dict):
+                raise ConfigError(f"config key {key!r} must be a mapping, got {v!r}")
+            out[k] = _merge(out[k], v, key + ".")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_finetune_config(name_or_path: "str | None" = None,
+                         overrides: "list[str] | None" = None) -> dict:
+    """DEFAULTS <- YAML (path or shipped name such as ``finetune_tiny_cpu``) <- overrides."""
+    import yaml
+
+    cfg = copy.deepcopy(DEFAULTS)
+    if name_or_path:
+        path = config_path(name_or_path)
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+        try:
+            cfg = _merge(cfg, loaded)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    cfg = apply_overrides(cfg, overrides)
+    check(cfg)
+    return cfg
+
+
+def check(cfg: dict) -> None:
+    o, a = cfg["optim"], cfg["aug"]
+    for key in ("epochs", "total_batch", "batch_per_gpu"):
+        if not isinstance(o[key], int) or o[key] <= 0:
+            raise ConfigError(f"optim.{key} must be a positive integer, got {o[key]!r}")
+    if not 0 <= o["warmup_epochs"] <= o["epochs"]:
+        raise ConfigError(f"optim.warmup_epochs {o['warmup_epochs']} outside 0..optim.epochs")
+    if not 0 < o["layer_decay"] <= 1:
+        raise ConfigError(f"optim.layer_decay must be in (0, 1], got {o['layer_decay']!r}")
+    if (a["mixup"] > 0 or a["cutmix"] > 0) and o["batch_per_gpu"] % 2:
+        raise ConfigError(f"optim.batch_per_gpu {o['batch_per_gpu']} must be even with mixup/cutmix")
+    if cfg["train"]["amp"] not in ("auto", "bf16", "none"):
+        raise ConfigError(f"train.amp {cfg['train']['amp']!r} is not auto|bf16|none")
+
+
+def lr_at(epoch_float: float, peak: float, cfg: dict) -> float:
+    """Per-iteration schedule: linear warmup, then half-cycle cosine to min_lr (MAE)."""
+    o = cfg["optim"]
+    warm, total, min_lr = o["warmup_epochs"], o["epochs"], o["min_lr"]
+    if epoch_float < warm:
+        return peak * epoch_float / warm
+    t = (epoch_float - warm) / max(total - warm, 1e-8)
+    return min_lr + (peak - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+
+__all__ = ["DEFAULTS", "ConfigError", "load_finetune_config", "lr_at", "accum_steps", "scaled_lr"]
