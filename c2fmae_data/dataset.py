@@ -1,0 +1,387 @@
+"""``ImageNetMultiGranular``: the map-style PyTorch dataset over a multi-granular dataset root.
+
+A sample is ``{"rgb": float32 3xSxS, "instance": int64 MxM, "semantic": int64 MxM, "label": int,
+"key": str}`` with M = S / stride (56 at the defaults). See docs/LOADER.md.
+
+Design: at construction the dataset reads only the ``key`` and ``status`` columns of each shard of
+the split and keeps a small per-row index (shard, row group, offset, key as fixed-width bytes).
+Row groups are read lazily and one is cached per process; no file handle survives pickling and
+a handle opened in another process (after a fork) is never reused, so ``DataLoader(num_workers>0)``
+and ``DistributedSampler`` just work. ``ImageNetMultiGranularStream`` reads whole row groups in
+order instead, split across DDP ranks and DataLoader workers, with an epoch-seeded shuffle.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import random
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from .format import STATUS_OK, FormatError, decode_instance_png, decode_semantic_png
+from .manifest import load_manifest, safe_relpath
+from .shards import join, open_fs
+from .source import ImageSource, SampleError
+from .transforms import EvalTransform, TrainTransform
+
+log = logging.getLogger(__name__)
+ROW_COLUMNS = ("key", "class_index", "width", "height", "source_size", "source_sha256",
+               "instance_png", "semantic_png", "status")
+ON_ERROR = ("raise", "skip")
+
+
+def make_transform(transform: "Union[str, Callable, None]", size: int = 224, stride: int = 4,
+                   max_instances: int = 32) -> "Optional[Callable]":
+    """``"train"`` / ``"eval"`` -> the default joint transforms; a callable is used as is."""
+    if transform == "train":
+        return TrainTransform(size, stride, max_instances=max_instances)
+    if transform == "eval":
+        return EvalTransform(size, stride, max_instances=max_instances)
+    if transform is None or callable(transform):
+        return transform
+    raise ValueError(f"transform must be 'train', 'eval', None or a callable, got {transform!r}")
+
+
+class ErrorCounter:
+    """Skipped-sample count shared by the DataLoader workers of one dataset (one shared-memory slot
+    per worker, so no lock is needed). Pickled outside of process start-up it becomes a copy."""
+    SLOTS = 256
+
+    def __init__(self, start: int = 0):
+        self._slots = mp.Array("q", self.SLOTS, lock=False)
+        self._slots[0] = start
+
+    def add(self, n: int = 1) -> None:
+        info = torch.utils.data.get_worker_info()
+        self._slots[0 if info is None else 1 + info.id % (self.SLOTS - 1)] += n
+
+    @property
+    def value(self) -> int:
+        return int(sum(self._slots))
+
+    def __getstate__(self):
+        from multiprocessing.context import get_spawning_popen
+
+        return {"slots": self._slots} if get_spawning_popen() is not None else {"n": self.value}
+
+    def __setstate__(self, s):
+        if "slots" in s:
+            self._slots = s["slots"]
+        else:
+            self.__init__(s["n"])
+
+
+class MultiGranularBase:
+    """What the map-style and streaming datasets share: split resolution, lazy row-group reads,
+    and turning one row into a sample."""
+
+    def __init__(self, root, imagenet_root=None, split: str = "train",
+                 transform: "Union[str, Callable, None]" = "train", *, size: int = 224,
+                 stride: int = 4, max_instances: int = 32, include_failed: bool = False,
+                 on_error: str = "raise", verify_hash: bool = True):
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.root, self.split = str(root), split
+        self.transform = make_transform(transform, size, stride, max_instances)
+        self.include_failed, self.on_error = include_failed, on_error
+        self.source = ImageSource(imagenet_root, verify=verify_hash)
+        self.manifest = load_manifest(self.root)
+        splits = self.manifest["splits"]
+        if split not in splits:
+            raise FormatError(f"{self.root}: no split {split!r} (has {sorted(splits)})")
+        self.shard_entries = splits[split]["shards"]
+        self.shard_files = [safe_relpath(e["file"]) for e in self.shard_entries]
+        self.columns = ROW_COLUMNS + (("image_bytes",) if self.source.uses_image_bytes else ())
+        self._errors = ErrorCounter()
+        self._fs = self._base = None
+        self._pid = None
+        self._open_shard = (None, None, None)   # (shard index, file object, ParquetFile)
+        self._cached = (None, None)             # ((shard, row group), pyarrow Table)
+
+    # -------------------------------------------------------------- pickling / lazy handles
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.update(_fs=None, _base=None, _pid=None, _open_shard=(None, None, None),
+                     _cached=(None, None))
+        return state
+
+    @property
+    def errors(self) -> int:
+        """How many samples were skipped (``on_error="skip"``), summed over DataLoader workers."""
+        return self._errors.value
+
+    def _filesystem(self):
+        if self._fs is None or self._pid != os.getpid():
+            self._open_shard, self._cached = (None, None, None), (None, None)  # another process's
+            self._fs, self._base = open_fs(self.root)
+            self._pid = os.getpid()
+        return self._fs
+
+    def _close(self) -> None:
+        if self._open_shard[1] is not None and self._pid == os.getpid():
+            self._open_shard[1].close()
+        self._open_shard, self._cached = (None, None, None), (None, None)
+
+    def _parquet(self, shard: int) -> pq.ParquetFile:
+        fs = self._filesystem()
+        if self._open_shard[0] != shard:
+            self._close()
+            f = fs.open(join(self._base, self.shard_files[shard]), "rb")
+            self._open_shard = (shard, f, pq.ParquetFile(f))
+        return self._open_shard[2]
+
+    def _row_group(self, shard: int, group: int):
+        """The (cached) table of one row group, only the columns a sample needs."""
+        self._filesystem()
+        if self._cached[0] != (shard, group):
+            try:
+                table = self._parquet(shard).read_row_group(group, columns=list(self.columns))
+            except (OSError, ValueError) as e:
+                raise FormatError(f"{self.shard_files[shard]}: row group {group} unreadable: "
+                                  f"{e}") from None
+            self._cached = ((shard, group), table)
+        return self._cached[1]
+
+    def _scan(self, shard: int) -> "tuple[list[str], list[str], list[int]]":
+        """keys, statuses and row-group sizes of one shard (the only full-shard read)."""
+        pf = self._parquet(shard)
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+        t = pf.read(columns=["key", "status"])
+        expected = self.shard_entries[shard].get("rows")
+        if expected is not None and t.num_rows != expected:
+            raise FormatError(f"{self.shard_files[shard]}: {t.num_rows} rows, the manifest "
+                              f"says {expected} (run `c2fmae-data verify`)")
+        return t.column("key").to_pylist(), t.column("status").to_pylist(), sizes
+
+    # -------------------------------------------------------------- rows -> samples
+    @staticmethod
+    def row_at(table, offset: int) -> "dict[str, Any]":
+        return {c: table.column(c)[offset].as_py() for c in table.column_names}
+
+    def make_sample(self, row: "dict[str, Any]") -> "dict[str, Any]":
+        """Read the image, decode and check the masks, apply the transform."""
+        key = row["key"]
+        img = self.source.load(key, row["source_sha256"], row["source_size"],
+                               row.get("image_bytes"))
+        w, h = img.size
+        inst = sem = None
+        if row["status"] == STATUS_OK:
+            if (row["width"], row["height"]) != (w, h):
+                raise SampleError(key, f"image decodes to {w}x{h} (EXIF applied) but the labels "
+                                       f"are {row['width']}x{row['height']}")
+            try:
+                inst = decode_instance_png(row["instance_png"])
+                sem = decode_semantic_png(row["semantic_png"])
+            except (FormatError, TypeError) as e:
+                raise SampleError(key, f"mask not decodable: {e}") from None
+            for name, m in (("instance_png", inst), ("semantic_png", sem)):
+                if m.shape != (h, w):
+                    raise SampleError(key, f"{name} is {m.shape[1]}x{m.shape[0]} but the image "
+                                           f"decodes to {w}x{h} (EXIF applied)")
+        if self.transform is None:
+            sample = {"image": img, "instance": inst, "semantic": sem}
+        else:
+            sample = self.transform(img, inst, sem)
+        sample["label"] = int(row["class_index"])
+        sample["key"] = key
+        return sample
+
+    def _skip(self, key: str, err: Exception) -> None:
+        self._errors.add(1)
+        log.warning("skipping %s: %s", key, err)
+
+
+class ImageNetMultiGranular(MultiGranularBase, Dataset):
+    """Map-style dataset over ``root`` (local folder or fsspec URL) joined with ``imagenet_root``.
+
+    Args:
+        root: dataset root holding ``manifest.json`` and ``shards/``.
+        imagenet_root: folder / URL whose ``<key>`` paths are the source images; ``None`` reads
+            the rows' ``image_bytes`` (self-contained datasets).
+        split: split name in the manifest.
+        transform: ``"train"`` (RandomResizedCrop 0.2-1 + flip), ``"eval"`` (resize 256 +
+            center crop 224), a callable ``(img, instance, semantic) -> dict``, or ``None`` for the
+            raw PIL image and full-resolution numpy masks.
+        size, stride, max_instances: output size S, mask stride (4 -> 56x56, 1 -> SxS) and K.
+        include_failed: keep rows whose labeling failed (their masks are all 255); excluded and
+            counted in ``num_failed`` by default.
+        on_error: ``"raise"`` a SampleError naming the key, or ``"skip"`` to substitute the next
+            row and count it in ``errors``.
+        verify_hash: check each source image's size and sha256 against the row.
+    """
+
+    def __init__(self, root, imagenet_root=None, split: str = "train",
+                 transform: "Union[str, Callable, None]" = "train", **kw):
+        super().__init__(root, imagenet_root, split, transform, **kw)
+        shard_ix, group_ix, offset_ix, keys = [], [], [], []
+        self.num_failed = 0
+        for s in range(len(self.shard_files)):
+            skeys, status, sizes = self._scan(s)
+            groups = np.repeat(np.arange(len(sizes)), sizes)
+            offsets = np.concatenate([np.arange(n) for n in sizes]) if sizes else groups
+            keep = np.array([st == STATUS_OK or self.include_failed for st in status], bool)
+            self.num_failed += sum(st != STATUS_OK for st in status)
+            shard_ix.append(np.full(int(keep.sum()), s, np.int32))
+            group_ix.append(groups[keep].astype(np.int32))
+            offset_ix.append(offsets[keep].astype(np.int32))
+            keys.extend(k for k, m in zip(skeys, keep) if m)
+        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int32))
+        self._shard, self._group, self._offset = cat(shard_ix), cat(group_ix), cat(offset_ix)
+        self._keys = np.array([k.encode() for k in keys], dtype=bytes) if keys else \
+            np.zeros(0, "S1")
+        self._close()  # handles opened for indexing are not for the workers
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def key(self, index: int) -> str:
+        return self._keys[index].decode()
+
+    def keys(self) -> "list[str]":
+        return [k.decode() for k in self._keys]
+
+    def _get(self, index: int) -> "dict[str, Any]":
+        table = self._row_group(int(self._shard[index]), int(self._group[index]))
+        row = self.row_at(table, int(self._offset[index]))
+        if row["key"] != self.key(index):
+            raise FormatError(f"{self.shard_files[self._shard[index]]} changed since it was "
+                              f"indexed (expected {self.key(index)!r}, found {row['key']!r})")
+        return self.make_sample(row)
+
+    def __getitem__(self, index: int) -> "dict[str, Any]":
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} samples")
+        index %= n
+        if self.on_error == "raise":
+            return self._get(index)
+        for attempt in range(min(n, 100)):
+            i = (index + attempt) % n
+            try:
+                return self._get(i)
+            except (SampleError, FormatError) as e:
+                self._skip(self.key(i), e)
+        raise SampleError(self.key(index), "this and the next 99 samples all failed")
+
+    def __repr__(self):
+        return (f"ImageNetMultiGranular(root={self.root!r}, split={self.split!r}, n={len(self)}, "
+                f"failed_excluded={0 if self.include_failed else self.num_failed}, "
+                f"transform={self.transform!r})")
+
+
+class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
+    """Iterable variant: reads row groups sequentially (no random access), for object stores and
+    large-scale training. Same samples and arguments as ``ImageNetMultiGranular``, plus:
+
+    Args:
+        shuffle: permute the row groups with ``(seed, epoch)`` (identically on every rank) and
+            shuffle rows within a buffer of ``buffer_size`` rows.
+        rank, world_size: DDP position; default from ``torch.distributed`` when initialised.
+        even: cap every (rank, worker) pair to the smallest count over ranks, so that all ranks
+            yield the same number of samples and batches (needed by DDP; drops a few rows).
+
+    Row groups ("units") are dealt round-robin: rank r takes units[r::world_size] and DataLoader
+    worker w of that rank takes every num_workers-th of those. Call ``set_epoch(e)`` before each
+    epoch (with ``persistent_workers=False``, the default, so that workers see it).
+    """
+
+    def __init__(self, root, imagenet_root=None, split: str = "train",
+                 transform: "Union[str, Callable, None]" = "train", *, shuffle: bool = True,
+                 seed: int = 0, buffer_size: int = 512, rank: "int | None" = None,
+                 world_size: "int | None" = None, even: bool = False, **kw):
+        super().__init__(root, imagenet_root, split, transform, **kw)
+        self.shuffle, self.seed, self.buffer_size, self.even = shuffle, seed, buffer_size, even
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.units: "list[tuple[int, int, int]]" = []  # (shard, row group, rows kept)
+        self.num_failed = 0
+        for s in range(len(self.shard_files)):
+            _, status, sizes = self._scan(s)
+            start = 0
+            for g, n in enumerate(sizes):
+                ok = sum(st == STATUS_OK for st in status[start:start + n])
+                self.num_failed += n - ok
+                self.units.append((s, g, n if self.include_failed else ok))
+                start += n
+        self._close()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _dist(self) -> "tuple[int, int]":
+        rank, world = self.rank, self.world_size
+        if rank is None or world is None:
+            dist = torch.distributed
+            up = dist.is_available() and dist.is_initialized()
+            rank = (dist.get_rank() if up else 0) if rank is None else rank
+            world = (dist.get_world_size() if up else 1) if world is None else world
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside world size {world}")
+        return rank, world
+
+    def _assignment(self, rank: int, world: int, worker: int, workers: int) -> "list[int]":
+        order = list(range(len(self.units)))
+        if self.shuffle:
+            random.Random(f"units-{self.seed}-{self.epoch}").shuffle(order)
+        return order[rank::world][worker::workers]
+
+    def _cap(self, rank, world, worker, workers) -> "int | None":
+        if not self.even:
+            return None
+        return min(sum(self.units[u][2] for u in self._assignment(r, world, worker, workers))
+                   for r in range(world))
+
+    def __len__(self) -> int:
+        """Samples this rank yields (with ``even``: for one worker; an upper bound otherwise)."""
+        rank, world = self._dist()
+        counts = [sum(self.units[u][2] for u in self._assignment(r, world, 0, 1))
+                  for r in range(world)]
+        return min(counts) if self.even else counts[rank]
+
+    def _rows(self, units: "list[int]"):
+        for u in units:
+            shard, group, _ = self.units[u]
+            table = self._row_group(shard, group)
+            for i in range(table.num_rows):
+                if self.include_failed or table.column("status")[i].as_py() == STATUS_OK:
+                    yield self.row_at(table, i)
+
+    def _shuffled(self, rows, rng: random.Random):
+        if not self.shuffle or self.buffer_size <= 1:
+            yield from rows
+            return
+        buf = []
+        for row in rows:
+            if len(buf) < self.buffer_size:
+                buf.append(row)
+                continue
+            j = rng.randrange(len(buf))
+            buf[j], row = row, buf[j]
+            yield row
+        rng.shuffle(buf)
+        yield from buf
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        rank, world = self._dist()
+        units = self._assignment(rank, world, worker, workers)
+        cap = self._cap(rank, world, worker, workers)
+        rng = random.Random(f"rows-{self.seed}-{self.epoch}-{rank}-{worker}")
+        produced = 0
+        for row in self._shuffled(self._rows(units), rng):
+            if cap is not None and produced >= cap:
+                break
+            try:
+                sample = self.make_sample(row)
+            except (SampleError, FormatError) as e:
+                if self.on_error == "raise":
+                    raise
+                self._skip(row["key"], e)
+                continue
+            produced += 1
+            yield sample

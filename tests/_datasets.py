@@ -1,0 +1,157 @@
+"""Small multi-granular datasets for tests and benchmarks, written with the real shard writer.
+
+Stable helpers (other test modules may import them: ``from _datasets import ...``):
+
+* ``record(key, image_bytes, instance, semantic, ...)`` -> one schema row for given maps.
+* ``write_dataset(root, records, split="train", shards=2, self_contained=False)`` -> keys written;
+  shards via ``write_shard`` then ``build_manifest``.
+* ``synthetic_dataset(root, n=12, ...)`` -> keys: random blob images (PNG) with exact masks,
+  self-contained or with the images written under ``image_root``.
+* ``imagenet_sample_dataset(root, imagenet_root, limit=None, ...)`` -> keys: labels for the real
+  ImageNet sample images (``../shared/data/imagenet-sample``) with generated masks of the
+  (EXIF-upright) image size; the images stay where they are and are joined by key.
+* ``half_bright(w, h)`` -> (image, instance, semantic): left half bright and marked in both maps.
+* ``blob_masks(w, h, n, seed)`` -> canonical instance map (ids by decreasing area) + semantic map.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from c2fmae_data.categories import imagenet_wnid_to_index
+from c2fmae_data.format import (STATUS_OK, encode_instance_png, encode_semantic_png,
+                                failed_record, make_instances)
+from c2fmae_data.manifest import build_manifest
+from c2fmae_data.shards import write_shard
+from c2fmae_data.source import decode_rgb
+
+WNID = "n01440764"  # class index 0 in timm's order
+
+
+def canonical_ids(ids: np.ndarray) -> np.ndarray:
+    """Renumber ids 1..K by decreasing area (0 stays background), no cap."""
+    counts = np.bincount(ids.ravel().astype(np.int64))
+    counts[0] = 0
+    order = [i for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
+    lut = np.zeros(len(counts), np.uint16)
+    lut[order] = np.arange(1, len(order) + 1)
+    return lut[ids]
+
+
+def blob_masks(w: int, h: int, n: int = 5, seed: int = 0) -> "tuple[np.ndarray, np.ndarray]":
+    """``n`` random ellipses (later ones on top) and a semantic map of bands plus the blobs'
+    categories; 255 on a thin top strip (unlabeled)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((h, w), np.uint16)
+    sem = np.zeros((h, w), np.uint8)
+    for b in range(4):
+        sem[b * h // 4:(b + 1) * h // 4] = 80 + 10 * b  # stuff-like bands
+    sem[: max(1, h // 20)] = 255
+    for i in range(1, n + 1):
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        ax = (int(rng.integers(2, max(3, w // 3))), int(rng.integers(2, max(3, h // 3))))
+        layer = np.zeros((h, w), np.uint8)
+        cv2.ellipse(layer, c, ax, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        ids[layer > 0] = i
+        sem[layer > 0] = int(rng.integers(0, 80))
+    return canonical_ids(ids), sem
+
+
+def half_bright(w: int = 64, h: int = 48) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
+    """An image whose left half is bright (240) and right half dark (16); the instance map marks
+    the left half as id 1 and the semantic map as class 5 (right half: 0 and 90)."""
+    img = np.full((h, w, 3), 16, np.uint8)
+    img[:, : w // 2] = 240
+    inst = np.zeros((h, w), np.uint16)
+    inst[:, : w // 2] = 1
+    sem = np.full((h, w), 90, np.uint8)
+    sem[:, : w // 2] = 5
+    return img, inst, sem
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def record(key: str, image_bytes: bytes, instance: np.ndarray, semantic: np.ndarray, *,
+           wnid: str = WNID, embed: bool = True) -> dict:
+    """One valid row for ``key`` whose masks are the given full-resolution maps."""
+    h, w = instance.shape
+    k = int(instance.max())
+    boxes, cats = [], []
+    for i in range(1, k + 1):
+        ys, xs = np.nonzero(instance == i)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] if len(xs) else [0, 0, 0, 0])
+        cats.append(int(np.bincount(semantic[instance == i]).argmax()) if len(xs) else -1)
+    cats = [c if c < 133 else -1 for c in cats]
+    return {
+        "key": key, "wnid": wnid, "class_index": imagenet_wnid_to_index().get(wnid, -1),
+        "width": w, "height": h, "source_size": len(image_bytes),
+        "source_sha256": hashlib.sha256(image_bytes).hexdigest(),
+        "instance_png": encode_instance_png(instance), "semantic_png": encode_semantic_png(semantic),
+        "num_instances": k,
+        "instances": make_instances(instance, boxes, [0.9] * k, ["thing"] * k, cats),
+        "threshold": 0.3, "status": STATUS_OK, "reason": None,
+        "image_bytes": image_bytes if embed else None,
+    }
+
+
+def write_dataset(root, records: "list[dict]", split: str = "train", shards: int = 2,
+                  self_contained: bool = False) -> "list[str]":
+    """Write ``records`` as ``shards`` shards of ``split`` under ``root`` (local path or fsspec
+    URL) and (re)build the manifest. Returns the sorted keys."""
+    records = sorted(records, key=lambda r: r["key"])
+    per = -(-len(records) // max(1, shards))
+    infos = [write_shard(str(root), split, i, records[i * per:(i + 1) * per],
+                         meta={"self_contained": self_contained, "provenance": {"test": True}})
+             for i in range(shards) if records[i * per:(i + 1) * per]]
+    build_manifest(str(root), known=infos)
+    return [r["key"] for r in records]
+
+
+def synthetic_dataset(root, n: int = 12, size=(48, 40), shards: int = 2, split: str = "train",
+                      image_root=None, failed: int = 0, seed: int = 0) -> "list[str]":
+    """``n`` random images with blob masks; self-contained unless ``image_root`` is given (then
+    the PNGs are written to ``image_root/<key>``). The last ``failed`` rows are failed rows."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    w, h = size
+    for i in range(n):
+        key = f"{split}/{WNID}/img_{i:05d}.png"
+        data = png_bytes(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        if i >= n - failed:
+            recs.append(failed_record(key, "no detection", wnid=WNID, class_index=0,
+                                      source_size=len(data),
+                                      source_sha256=hashlib.sha256(data).hexdigest()))
+        else:
+            inst, sem = blob_masks(w, h, n=4, seed=seed * 1000 + i)
+            recs.append(record(key, data, inst, sem, embed=image_root is None))
+        if image_root is not None:
+            p = Path(image_root) / key
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+    return write_dataset(root, recs, split, shards, self_contained=image_root is None)
+
+
+def imagenet_sample_dataset(root, imagenet_root, limit: "int | None" = None, shards: int = 2,
+                            n_instances: int = 6) -> "list[str]":
+    """Labels (generated blob masks at the EXIF-upright size) for the real ImageNet sample images
+    under ``imagenet_root/train/<wnid>/*.JPEG``, joined by key (images not embedded)."""
+    imagenet_root = Path(imagenet_root)
+    files = sorted(imagenet_root.glob("train/*/*.JPEG"))[:limit]
+    recs = []
+    for i, f in enumerate(files):
+        data = f.read_bytes()
+        w, h = decode_rgb(data).size
+        inst, sem = blob_masks(w, h, n=n_instances, seed=i)
+        recs.append(record(f.relative_to(imagenet_root).as_posix(), data, inst, sem,
+                           wnid=f.parent.name, embed=False))
+    return write_dataset(root, recs, "train", shards)
