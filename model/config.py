@@ -34,6 +34,7 @@ DEFAULTS: "dict[str, Any]" = {
         "hflip": True,
         "num_workers": 8,
         "pin_memory": True,
+        "on_error": "raise",         # raise | skip (substitute the next sample, counted)
     },
     "optim": {
         "epochs": 400,

@@ -1,0 +1,438 @@
+"""C2FMAE pretraining (paper IV-A): one CPU process or DDP through torchrun, exact resume.
+
+    python -m model.pretrain --config pretrain_tiny --data ROOT --output-dir OUT
+    torchrun --nproc_per_node=8 -m model.pretrain --config pretrain_vit_base_400ep \
+        --data ROOT --imagenet-root /imagenet --output-dir OUT
+
+Each optimizer step sees ``total_batch`` images: ``batch_per_gpu`` per process per forward pass,
+``accum_steps`` forward/backward passes (no DDP all-reduce until the last one, ``no_sync``).
+The lr (warmup + cosine) and the masking curriculum (``progress = global_step / total_steps``)
+are pure functions of the optimizer step, so a resumed run recomputes them exactly. Resume also
+restores the sampler position inside the epoch and every RNG; see docs/PRETRAIN.md for what is
+exact with data-loading workers.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from . import checkpoint as ckpt
+from .config import ConfigError, derive, dump_yaml, load_config
+from .optim import build_optimizer, lr_at, set_lr
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss or gradient; the run stops without saving it."""
+
+
+# ----------------------------------------------------------------------------- data
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (shuffled per epoch from ``seed + epoch``) that can start mid-epoch:
+    ``set_start(n)`` skips this rank's first ``n`` indices of the epoch's permutation."""
+
+    def __init__(self, dataset, num_replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                         drop_last=True)
+        self.start = 0
+
+    def set_start(self, n: int) -> None:
+        self.start = int(n)
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
+def build_dataset(cfg: dict, train: bool, split: "str | None" = None):
+    """The multi-granular dataset with the run's crop/flip augmentation (or the eval resize +
+    centre crop with ``train=False``, for the panels)."""
+    from c2fmae_data import ImageNetMultiGranular
+    from c2fmae_data.transforms import EvalTransform, TrainTransform
+
+    d = cfg["data"]
+    if not d["root"]:
+        raise ConfigError("no dataset: pass --data ROOT (or set data.root)")
+    size, stride, k = d["img_size"], d["mask_stride"], d["max_instances"]
+    if train:
+        tf = TrainTransform(size, stride, scale=tuple(d["crop_scale"]),
+                            flip_p=0.5 if d["hflip"] else 0.0, max_instances=k)
+    else:
+        tf = EvalTransform(size, stride, max_instances=k)
+    return ImageNetMultiGranular(d["root"], d["imagenet_root"], split=split or d["split"],
+                                 transform=tf, size=size, stride=stride, max_instances=k,
+                                 on_error=d["on_error"])
+
+
+def make_loader(dataset, sampler, cfg: dict, epoch: int, rank: int, pin: bool) -> DataLoader:
+    # The loader's own generator (not the global RNG) draws the workers' base seed, so worker
+    # seeds depend only on (seed, epoch, rank) and building a loader mid-run consumes no RNG.
+    g = torch.Generator().manual_seed(cfg["train"]["seed"] * 1_000_003 + epoch * 1009 + rank)
+    nw = cfg["data"]["num_workers"]
+    return DataLoader(dataset, batch_size=cfg["optim"]["batch_per_gpu"], sampler=sampler,
+                      num_workers=nw, pin_memory=pin, drop_last=True, generator=g,
+                      persistent_workers=False, prefetch_factor=4 if nw > 0 else None)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- distributed
+def init_distributed(cfg: dict, device: str = "auto") -> "tuple[int, int, torch.device]":
+    """(rank, world_size, device) from torchrun's environment; one process when it is absent."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        dev = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        backend = cfg["train"]["dist_backend"]
+        if backend == "auto":
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return rank, world, dev
+
+
+def all_gather_objects(obj: Any, world: int) -> list:
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def autocast_ctx(cfg: dict, device: torch.device):
+    amp = cfg["train"]["amp"]
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "none"
+    if amp == "none":
+        return contextlib.nullcontext(), False
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype), amp == "fp16"
+
+
+# ----------------------------------------------------------------------------- logging
+class Logger:
+    """Rank 0 only: stdout lines, ``log.jsonl`` in the output dir, TensorBoard when installed."""
+
+    def __init__(self, output_dir: str, enabled: bool):
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        self.jsonl = open(os.path.join(output_dir, "log.jsonl"), "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+        except ImportError:  # tensorboard is optional
+            self.tb = None
+
+    def log(self, rec: "dict[str, Any]", echo: bool = True) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps(rec) + "\n")
+        self.jsonl.flush()
+        if echo:
+            tasks = " ".join(f"{k}={v:.4f}" for k, v in rec["losses"].items())
+            print(f"[step {rec['step']} ep {rec['epoch']}] loss={rec['loss']:.4f} ({tasks}) "
+                  f"lr={rec['lr']:.3e} grad_norm={rec['grad_norm']:.3f} "
+                  f"{rec['img_per_s']:.1f} img/s", flush=True)
+        if self.tb is not None:
+            step = rec["step"]
+            self.tb.add_scalar("loss/total", rec["loss"], step)
+            for k, v in rec["losses"].items():
+                self.tb.add_scalar(f"loss/{k}", v, step)
+            for k in ("lr", "grad_norm", "img_per_s", "progress"):
+                self.tb.add_scalar(k, rec[k], step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+# ----------------------------------------------------------------------------- the run
+def build_run_model(cfg: dict):
+    from .c2fmae import build_model
+
+    return build_model(cfg["model"]["name"], **(cfg["model"]["overrides"] or {}))
+
+
+def _state_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=None,
+          panel_dataset=None, device: str = "auto",
+          on_step: "Callable[[dict], None] | None" = None) -> torch.nn.Module:
+    """Pretrain per ``cfg`` into ``output_dir``; returns the (unwrapped) model.
+
+    ``resume``: "auto" continues from ``output_dir/last.pt`` when present, a path resumes from
+    that checkpoint, None starts fresh. ``on_step(record)`` is called on every rank after each
+    optimizer step with the logged values."""
+    rank, world, dev = init_distributed(cfg, device)
+    main = rank == 0
+    os.makedirs(output_dir, exist_ok=True)
+    o, t = cfg["optim"], cfg["train"]
+    derived = derive(cfg, world)
+    accum, peak_lr = derived["accum_steps"], derived["lr"]
+
+    ckpt.seed_everything(t["seed"])  # identical init on every rank
+    model = build_run_model(cfg).to(dev)
+    optimizer = build_optimizer(model, peak_lr, o["weight_decay"], o["betas"])
+    autocast, fp16 = autocast_ctx(cfg, dev)
+    scaler = torch.amp.GradScaler(dev.type, enabled=fp16)
+
+    dataset = dataset if dataset is not None else build_dataset(cfg, train=True)
+    sampler = ResumableSampler(dataset, world, rank, t["seed"])
+    steps_per_epoch = (len(sampler) // o["batch_per_gpu"]) // accum
+    if steps_per_epoch == 0:
+        raise ConfigError(f"dataset of {len(dataset)} images is smaller than one optimizer step "
+                          f"of total_batch {o['total_batch']} images")
+    total_steps = t["max_steps"] or o["epochs"] * steps_per_epoch
+    warmup_steps = round(total_steps * o["warmup_epochs"] / o["epochs"])
+    n_epochs = math.ceil(total_steps / steps_per_epoch)
+
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
+    resume_path = ckpt.find_resume(output_dir) if resume == "auto" else resume
+    if resume_path:
+        ck = ckpt.load(resume_path)
+        ckpt.unwrap(model).load_state_dict(ck["model"], strict=True)
+        optimizer.load_state_dict(ck["optimizer"])
+        if ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        state = {k: int(ck[k]) for k in state}
+        if len(ck["rng"]) == world:
+            ckpt.set_rng_state(ck["rng"][rank])
+        else:  # another world size: the sample order stays, the random streams cannot
+            ckpt.seed_everything(t["seed"] + 7919 * state["global_step"] + rank)
+            if main:
+                print(f"resume: checkpoint from {len(ck['rng'])} process(es), now {world}; "
+                      "RNG streams reseeded", flush=True)
+        if main:
+            print(f"resumed from {resume_path} at epoch {state['epoch']} step "
+                  f"{state['global_step']}", flush=True)
+    else:
+        ckpt.seed_everything(t["seed"] + rank)  # masking / augmentation differ per rank
+
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=t["find_unused_parameters"])
+    else:
+        ddp = model
+    logger = Logger(output_dir, main)
+    if main:
+        with open(os.path.join(output_dir, "config.yaml"), "w") as f:
+            f.write(dump_yaml(cfg))
+        print(f"pretrain: {cfg['model']['name']} on {dev}, {world} process(es), "
+              f"batch {o['batch_per_gpu']} x {world} x accum {accum} = {o['total_batch']}, "
+              f"lr {peak_lr:.3e}, {steps_per_epoch} steps/epoch, {total_steps} steps, "
+              f"warmup {warmup_steps}", flush=True)
+
+    panels = None
+    if main and (t["panels_every_epochs"] or 0) > 0:
+        from .panels import PanelWriter
+
+        pds = panel_dataset if panel_dataset is not None else dataset_for_panels(cfg, dataset)
+        panels = PanelWriter(pds, t["panel_images"], os.path.join(output_dir, "panels"),
+                             seed=t["seed"])
+
+    def save(name: str) -> None:
+        rng = all_gather_objects(ckpt.rng_state(), world)
+        if not main:
+            return
+        if not _state_finite(model):
+            raise NonFiniteLossError(f"parameters became non-finite by step "
+                                     f"{state['global_step']}; not overwriting {name}")
+        ckpt.save_atomic({
+            "format": ckpt.CHECKPOINT_FORMAT, "version": ckpt.CHECKPOINT_VERSION,
+            "model": ckpt.unwrap(model).state_dict(), "model_name": cfg["model"]["name"],
+            "model_config": ckpt.model_config_dict(model), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if fp16 else {}, "lr": optimizer.param_groups[0]["lr"],
+            **state, "rng": rng, "config": cfg, "derived": derived, "world_size": world,
+        }, os.path.join(output_dir, name))
+
+    imgs_per_step = o["batch_per_gpu"] * world * accum
+    pin = dev.type == "cuda" and cfg["data"]["pin_memory"]
+    model.train()
+    while state["global_step"] < total_steps and state["epoch"] < n_epochs:
+        epoch = state["epoch"]
+        sampler.set_epoch(epoch)
+        sampler.set_start(state["step_in_epoch"] * o["batch_per_gpu"])
+        loader = make_loader(dataset, sampler, cfg, epoch, rank, pin)
+        micro_total = steps_per_epoch * accum
+        bar = None
+        if main and t["progress_bar"]:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"] // accum,
+                       desc=f"epoch {epoch}", unit="step", dynamic_ncols=True, leave=False)
+        sums, t0, micro = None, time.perf_counter(), state["step_in_epoch"]
+        for batch in loader:
+            if micro >= micro_total or state["global_step"] >= total_steps:
+                break
+            step = state["global_step"]
+            progress = step / total_steps
+            lr = lr_at(step, total_steps, warmup_steps, peak_lr, o["min_lr"])
+            set_lr(optimizer, lr)
+            last_micro = (micro + 1) % accum == 0
+            sync = ddp.no_sync() if world > 1 and not last_micro else contextlib.nullcontext()
+            batch = to_device(batch, dev)
+            with sync:
+                with autocast:
+                    out = ddp(batch, progress=progress)
+                scaler.scale(out["loss"] / accum).backward()
+            vals = torch.stack([out["loss"].detach().float()] +
+                               [out["losses"][k].detach().float() for k in sorted(out["losses"])])
+            sums = vals if sums is None else sums + vals
+            micro += 1
+            if not last_micro:
+                continue
+            stats = sums / accum
+            if world > 1:
+                dist.all_reduce(stats)
+                stats /= world
+            stats = stats.tolist()
+            scaler.unscale_(optimizer)
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), o["clip_grad"] or math.inf)
+            gn = float(gn)
+            if not math.isfinite(stats[0]) or (not fp16 and not math.isfinite(gn)):
+                what = "loss" if not math.isfinite(stats[0]) else "gradient norm"
+                raise NonFiniteLossError(
+                    f"non-finite {what} (loss={stats[0]}, grad_norm={gn}) at step {step} "
+                    f"(epoch {epoch}); stopping. The last good checkpoint is kept: "
+                    f"{ckpt.find_resume(output_dir) or 'none written yet'}")
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            state["global_step"] += 1
+            state["step_in_epoch"] = micro
+            dt = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rec = {"step": state["global_step"], "epoch": epoch, "loss": stats[0],
+                   "losses": dict(zip(sorted(out["losses"]), stats[1:])), "lr": lr,
+                   "grad_norm": gn, "progress": progress, "img_per_s": imgs_per_step / dt}
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats[0]:.4f}", lr=f"{lr:.2e}",
+                                img_s=f"{rec['img_per_s']:.1f}")
+            if state["global_step"] % t["log_every_steps"] == 0:
+                logger.log(rec, echo=bar is None or state["global_step"] % (
+                    t["log_every_steps"] * 10) == 0)
+            if on_step is not None:
+                on_step(rec)
+            every = t["save_last_every_steps"]
+            if every and state["global_step"] % every == 0 and micro < micro_total:
+                save(ckpt.LAST)
+        if bar is not None:
+            bar.close()
+        done = state["global_step"] >= total_steps
+        if micro >= micro_total:
+            state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+        ep_done = state["epoch"]  # epochs completed
+        save(ckpt.LAST)
+        if micro >= micro_total and t["save_every_epochs"] and (
+                ep_done % t["save_every_epochs"] == 0 or done):
+            save(ckpt.epoch_name(ep_done))
+        if panels is not None and ((micro >= micro_total and
+                                    ep_done % t["panels_every_epochs"] == 0) or done):
+            panels.write(ckpt.unwrap(model), f"epoch{ep_done:04d}-step{state['global_step']}",
+                         progress=state["global_step"] / total_steps)
+            model.train()
+    logger.close()
+    if main:
+        print(f"pretrain: done at step {state['global_step']}; checkpoints in {output_dir}",
+              flush=True)
+    return ckpt.unwrap(model)
+
+
+def dataset_for_panels(cfg: dict, train_dataset):
+    """Fixed validation images, without augmentation (val split when configured)."""
+    try:
+        return build_dataset(cfg, train=False, split=cfg["data"]["val_split"])
+    except ConfigError:
+        return train_dataset
+
+
+# ----------------------------------------------------------------------------- CLI
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m model.pretrain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="pretrain_tiny",
+                   help="YAML path or shipped name (model/configs/): pretrain_vit_base_400ep, "
+                        "pretrain_vit_base_1600ep, pretrain_vit_small, pretrain_tiny, "
+                        "pretrain_demo")
+    p.add_argument("--data", help="dataset root (data.root)")
+    p.add_argument("--imagenet-root", help="ImageNet folder for non-self-contained datasets")
+    p.add_argument("--output-dir", required=True, help="checkpoints, log.jsonl, panels/")
+    p.add_argument("--resume", default="auto",
+                   help="'auto' (OUTPUT/last.pt if present), a checkpoint path, or 'none'")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    flags = {"--epochs": ("optim.epochs", int), "--warmup-epochs": ("optim.warmup_epochs", int),
+             "--total-batch": ("optim.total_batch", int),
+             "--batch-per-gpu": ("optim.batch_per_gpu", int),
+             "--base-lr": ("optim.base_lr", float), "--lr": ("optim.lr", float),
+             "--max-steps": ("train.max_steps", int), "--seed": ("train.seed", int),
+             "--num-workers": ("data.num_workers", int), "--amp": ("train.amp", str),
+             "--model": ("model.name", str)}
+    for flag, (key, typ) in flags.items():
+        p.add_argument(flag, type=typ, help=f"sets {key}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set train.panels_every_epochs=5")
+    p.add_argument("--print-config", action="store_true", help="print the final config and exit")
+    args = p.parse_args(argv)
+    args.overrides = [f"{key}={getattr(args, flag[2:].replace('-', '_'))}"
+                      for flag, (key, _) in flags.items()
+                      if getattr(args, flag[2:].replace("-", "_")) is not None]
+    if args.data:
+        args.overrides.append(f"data.root={args.data}")
+    if args.imagenet_root:
+        args.overrides.append(f"data.imagenet_root={args.imagenet_root}")
+    args.overrides += args.set
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump_yaml(cfg))
+        return 0
+    resume = None if args.resume == "none" else args.resume
+    try:
+        train(cfg, args.output_dir, resume=resume, device=args.device)
+    except (NonFiniteLossError, ConfigError, ckpt.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
