@@ -1,0 +1,176 @@
+"""The ``c2fmae-data`` command line.
+
+Built-in subcommands: ``download``, ``verify``, ``inspect``, ``convert-coco``, ``manifest``. Other
+packages add theirs without ``c2fmae_data`` importing them: an entry point in the group
+``c2fmae_data.commands`` names a callable ``register(subparsers)`` that adds one or more
+subparsers (each setting ``func=callable(args) -> int``). A plugin that fails to load or register
+prints a warning naming it; the other commands keep working.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+PLUGIN_GROUP = "c2fmae_data.commands"
+EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_verify(args) -> int:
+    from .verify import verify
+
+    rep = verify(args.root, imagenet_root=args.imagenet_root, full=args.full)
+    if args.json:
+        text = json.dumps(rep.to_json(), indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    if args.json != "-":
+        print(rep.text())
+    return EXIT_OK if rep.ok else EXIT_PROBLEMS
+
+
+def cmd_inspect(args) -> int:
+    from .inspection import dataset_stats, draw_grid, format_stats
+
+    stats = dataset_stats(args.root, split=args.split)
+    print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
+    if args.grid:
+        w, h = draw_grid(args.root, args.grid, n=args.n, imagenet_root=args.imagenet_root,
+                         split=args.split)
+        print(f"wrote {args.grid} ({w}x{h})", file=sys.stderr if args.json else sys.stdout)
+    return EXIT_OK
+
+
+def cmd_download(args) -> int:
+    from .download import download
+
+    s = download(args.url, args.dest, workers=args.workers, retries=args.retries,
+                 backoff=args.backoff, progress=not args.quiet, split=args.split)
+    print(f"{args.dest}: {len(s.downloaded)} shard(s) downloaded ({len(s.resumed)} resumed), "
+          f"{len(s.skipped)} already present")
+    return EXIT_OK
+
+
+def cmd_convert_coco(args) -> int:
+    from .coco import convert_coco
+
+    if not args.instances and not args.panoptic:
+        raise ValueError("give --instances JSON and/or --panoptic JSON PNGDIR")
+    pan_json, pan_dir = args.panoptic or (None, None)
+    m = convert_coco(args.out, images_dir=args.images, instances_json=args.instances,
+                     panoptic_json=pan_json, panoptic_png_dir=pan_dir, split=args.split,
+                     self_contained=args.self_contained, shard_size=args.shard_size,
+                     overwrite=args.overwrite, progress=not args.quiet)
+    t = m["totals"]
+    print(f"{args.out}: {t['rows']} rows ({t['ok']} ok, {t['failed']} failed), "
+          f"{t['instances']} instances in {sum(len(s['shards']) for s in m['splits'].values())} "
+          f"shard(s)")
+    return EXIT_OK if not t["failed"] or args.allow_failed else EXIT_PROBLEMS
+
+
+def cmd_manifest(args) -> int:
+    from .manifest import build_manifest
+
+    m = build_manifest(args.root)
+    print(f"{args.root}/manifest.json: {m['totals']['rows']} rows in "
+          f"{sum(len(s['shards']) for s in m['splits'].values())} shard(s)")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+def _builtin(sub) -> None:
+    p = sub.add_parser("verify", help="check a dataset root; exit 0 only when all checks pass")
+    p.add_argument("root", help="dataset root (local path or fsspec URL)")
+    p.add_argument("--imagenet-root", help="also check every key exists here with its sha256")
+    p.add_argument("--full", action="store_true",
+                   help="decode every mask (default: hashes, counts, keys and metadata only)")
+    p.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                   help="write the report as JSON (to PATH, or stdout without PATH)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("inspect", help="statistics of a dataset root and an optional sample grid")
+    p.add_argument("root")
+    p.add_argument("--split")
+    p.add_argument("--grid", metavar="OUT.png", help="draw RGB | instance | semantic panels")
+    p.add_argument("--n", type=int, default=16, help="samples in the grid (default 16)")
+    p.add_argument("--imagenet-root", help="where to read RGB for labels-only datasets")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("download", help="fetch a dataset root (manifest + shards) into DEST")
+    p.add_argument("url", help="dataset root URL: http(s)://, s3://, gs://, file:// or a path")
+    p.add_argument("dest", help="local folder")
+    p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument("--retries", type=int, default=5, help="retries per shard (default 5)")
+    p.add_argument("--backoff", type=float, default=0.5,
+                   help="first retry delay in s, doubled each retry (default 0.5)")
+    p.add_argument("--split", help="only this split")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("convert-coco", help="COCO instances and/or panoptic -> shards")
+    p.add_argument("out", help="output dataset root")
+    p.add_argument("--instances", metavar="JSON", help="COCO instances json (things)")
+    p.add_argument("--panoptic", nargs=2, metavar=("JSON", "PNGDIR"),
+                   help="COCO panoptic json and its PNG folder (stuff; things too without "
+                        "--instances)")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of the images")
+    p.add_argument("--split", help="split name (default: train/val/test from the json name)")
+    p.add_argument("--self-contained", action="store_true", help="store the image bytes too")
+    p.add_argument("--shard-size", type=int, default=1000, help="rows per shard (default 1000)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing shards of the split")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="exit 0 even when some images became failed rows")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_convert_coco)
+
+    p = sub.add_parser("manifest", help="rebuild ROOT/manifest.json from its finished shards")
+    p.add_argument("root")
+    p.set_defaults(func=cmd_manifest)
+
+
+def _entry_points():
+    from importlib.metadata import entry_points
+
+    return entry_points(group=PLUGIN_GROUP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="c2fmae-data",
+                                     description="Multi-granular ImageNet datasets: download, "
+                                                 "verify, inspect, convert.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _builtin(sub)
+    for ep in _entry_points():
+        try:
+            ep.load()(sub)
+        except Exception as e:  # a broken plugin must not take the CLI down
+            print(f"warning: c2fmae-data plugin {ep.name!r} ({ep.value}) failed to load: "
+                  f"{type(e).__name__}: {e}", file=sys.stderr)
+    return parser
+
+
+def main(argv: "Sequence[str] | None" = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_ERROR
+    from .download import DownloadError
+    from .format import FormatError
+
+    try:
+        return int(args.func(args) or 0)
+    except (FormatError, DownloadError, FileNotFoundError, FileExistsError, KeyError,
+            ValueError) as e:
+        print(f"c2fmae-data {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
