@@ -1,0 +1,120 @@
+"""133-class COCO-panoptic semantic maps from Mask2Former (default) or OneFormer.
+
+The paper uses SEEM-L; SEEM needs a git-only detectron2 fork, so the default is Mask2Former
+trained on COCO panoptic (same 133 classes). The model's label space (``config.id2label``) is
+mapped to the contiguous 0..132 order of ``c2fmae_data.categories`` BY NAME (docs/LABELING.md):
+  1. exact match after lower-casing, '_' and '-' -> ' ' and collapsing spaces;
+  2. otherwise match on the base name, i.e. with the suffixes 'merged', 'other' and 'stuff'
+     stripped repeatedly from both sides ('sky-other-merged', 'sky_other', 'sky' all meet);
+  3. anything still unmatched maps to 255 (unlabeled).
+Per pixel: score_c = sum_q softmax(class_q)[c] * sigmoid(mask_q) (Mask2Former's semantic
+inference), computed at the resolution the model saw, arg-maxed, then resized to the image
+with nearest neighbour.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from c2fmae_data.categories import COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE
+
+_SUFFIXES = (" merged", " other", " stuff")
+
+
+class SemanticModel(Protocol):
+    def predict(self, images: "Sequence[np.ndarray]") -> "list[np.ndarray]": ...
+
+
+def normalize_name(name: str) -> str:
+    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+
+
+def base_name(name: str) -> str:
+    n = normalize_name(name)
+    changed = True
+    while changed:
+        changed = False
+        for s in _SUFFIXES:
+            if n.endswith(s):
+                n, changed = n[: -len(s)], True
+    return n
+
+
+@functools.lru_cache(maxsize=1)
+def _official_lookup() -> "tuple[dict[str, int], dict[str, int]]":
+    exact = {normalize_name(n): i for i, n in enumerate(COCO_PANOPTIC_NAMES)}
+    base: dict[str, int] = {}
+    for i, n in enumerate(COCO_PANOPTIC_NAMES):
+        b = base_name(n)
+        if b in base:
+            raise AssertionError(f"base name {b!r} is ambiguous in the official list")
+        base[b] = i
+    return exact, base
+
+
+def label_lut(id2label: "dict") -> np.ndarray:
+    """uint8 lookup: model class id -> contiguous 0..132 or 255. Length = max id + 1."""
+    exact, base = _official_lookup()
+    ids = {int(k): v for k, v in id2label.items()}
+    lut = np.full(max(ids) + 1 if ids else 0, SEMANTIC_IGNORE, dtype=np.uint8)
+    for k, name in ids.items():
+        idx = exact.get(normalize_name(name), base.get(base_name(name)))
+        if idx is not None:
+            lut[k] = idx
+    return lut
+
+
+def _resize_nearest(arr: np.ndarray, hw: "tuple[int, int]") -> np.ndarray:
+    if arr.shape[:2] == tuple(hw):
+        return arr
+    import cv2
+
+    return cv2.resize(arr, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+class Mask2FormerSemantic:
+    """``Mask2FormerForUniversalSegmentation`` (or OneFormer, ``task="semantic"``)."""
+
+    def __init__(self, model, processor, device: str = "cpu", dtype=None, oneformer=False):
+        import torch
+
+        self.model, self.processor = model.eval(), processor
+        self.device, self.dtype, self.oneformer = device, dtype or torch.float32, oneformer
+        self.lut = label_lut(model.config.id2label)
+
+    def _inputs(self, tensors):
+        if self.oneformer:
+            return self.processor(images=tensors, task_inputs=["semantic"] * len(tensors),
+                                  return_tensors="pt")
+        return self.processor(images=tensors, return_tensors="pt")
+
+    def predict(self, images):
+        import torch
+        import torch.nn.functional as F
+
+        if not images:
+            return []
+        inp = self._inputs([torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)
+                            for im in images])
+        kw = {"pixel_values": inp["pixel_values"].to(self.device, self.dtype),
+              "pixel_mask": inp["pixel_mask"].to(self.device)}
+        if self.oneformer:
+            kw["task_inputs"] = inp["task_inputs"].to(self.device)
+        with torch.inference_mode():
+            out = self.model(**kw)
+        hp, wp = inp["pixel_values"].shape[-2:]
+        outs = []
+        for b, im in enumerate(images):
+            pm = inp["pixel_mask"][b].bool()
+            hr, wr = int(pm.any(1).sum()), int(pm.any(0).sum())
+            cls = out.class_queries_logits[b].float().softmax(-1)[:, :-1]          # (Q, C)
+            masks = F.interpolate(out.masks_queries_logits[b:b + 1].float(), size=(hp, wp),
+                                  mode="bilinear", align_corners=False)[0, :, :hr, :wr]
+            score = torch.einsum("qc,qhw->chw", cls, masks.sigmoid())
+            label = score.argmax(0).cpu().numpy()
+            sem = self.lut[np.minimum(label, len(self.lut) - 1)] if len(self.lut) else \
+                np.full(label.shape, SEMANTIC_IGNORE, np.uint8)
+            outs.append(_resize_nearest(sem.astype(np.uint8), im.shape[:2]))
+        return outs
