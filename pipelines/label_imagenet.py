@@ -1,0 +1,199 @@
+"""Label ImageNet-1K into multi-granular shards on a Ray cluster, resumably and exactly once.
+
+    python pipelines/label_imagenet.py --imagenet-root /data/imagenet --out /data/c2fmae-in1k
+    ray submit pipelines/cluster.yaml pipelines/label_imagenet.py -- --address auto \\
+        --imagenet-root /mnt/imagenet --out s3://bucket/c2fmae-in1k --gpus-per-worker 1
+
+Rerunning the same command resumes: finished shards are skipped, the others redone. See
+docs/PIPELINE.md for the design (stages, exactly-once, fault handling) and every option.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+if __package__ in (None, ""):   # run as a script: make the repository's packages importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from c2fmae_data.manifest import build_manifest  # noqa: E402
+from c2fmae_data.shards import ShardInfo, join, open_fs  # noqa: E402
+
+from pipelines.plan import STATE_DIR, PlanError, check_resumable, make_plan, parse_classes, save_plan  # noqa: E402,E501
+from pipelines.report import format_summary, write_summary  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--imagenet-root", required=True,
+                   help="folder (or fsspec URL) holding <split>/<wnid>/<file>; every node must "
+                        "read it at this path")
+    p.add_argument("--out", required=True, help="dataset root: local path or fsspec URL")
+    p.add_argument("--split", default="train", choices=["train", "val"])
+    p.add_argument("--classes", help="comma-separated wnids or class indices (changes the plan)")
+    p.add_argument("--limit", type=int, help="first N keys of the sorted listing (changes the plan)")
+    p.add_argument("--shard-size", type=int, default=1000, help="images per shard")
+    p.add_argument("--batch-size", type=int, default=8, help="images per label call")
+    p.add_argument("--models", default="default", help="labeling preset: default, tiny, "
+                   "tiny-random, fake, fake:<latency_ms>")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
+                   help="auto: cuda when the cluster has GPUs")
+    p.add_argument("--workers", type=int, help="label workers (default: GPUs / --gpus-per-worker, "
+                                              "or 1 without GPUs)")
+    p.add_argument("--gpus-per-worker", type=float, default=1.0,
+                   help="GPUs per label worker; fractional shares a GPU (ignored on cpu)")
+    p.add_argument("--worker-cpus", type=float, help="CPUs reserved per label worker "
+                   "(default 1 with GPUs, 0 on cpu so the CPU stage can run beside it)")
+    p.add_argument("--depth", type=int, default=2, help="batches queued per worker (pipelining)")
+    p.add_argument("--max-crashes", type=int, default=100,
+                   help="abort after this many label-worker deaths (finished shards are kept)")
+    p.add_argument("--address", help="Ray cluster address ('auto' under ray submit); without it "
+                   "a local Ray is started")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--ship-code", action="store_true", help="send c2fmae_data/labeling/pipelines "
+                   "to the workers in the job's runtime_env (when nodes lack the installed repo)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def init_ray(args) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    runtime_env = None
+    if args.ship_code:
+        import c2fmae_data
+        import labeling
+        import pipelines
+
+        runtime_env = {"py_modules": [os.path.dirname(m.__file__)
+                                      for m in (c2fmae_data, labeling, pipelines)],
+                       "env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}}
+    if args.address:
+        ray.init(address=args.address, runtime_env=runtime_env)
+    else:
+        ray.init(num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False,
+                 runtime_env=runtime_env)
+
+
+def resources(args) -> "tuple[str, int, float, float]":
+    """(device, workers, gpus per worker, cpus per worker) for this cluster."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    device = args.device if args.device != "auto" else ("cuda" if gpus > 0 else "cpu")
+    gpw = args.gpus_per_worker if device == "cuda" else 0.0
+    workers = args.workers or (max(1, int(gpus // gpw)) if gpw > 0 else 1)
+    cpus = args.worker_cpus if args.worker_cpus is not None else (1.0 if gpw > 0 else 0.0)
+    return device, workers, gpw, cpus
+
+
+def _known_infos(out: str, split: str) -> "list[ShardInfo]":
+    """Manifest entries of shards finished by earlier runs (ledger written after each shard)."""
+    import json
+
+    fs, base = open_fs(out)
+    d = join(base, STATE_DIR, "shards")
+    infos = []
+    if fs.exists(d):
+        for p in fs.ls(d, detail=False):
+            if p.endswith(".json") and os.path.basename(p).startswith(f"{split}-"):
+                with fs.open(p, "r") as f:
+                    infos.append(ShardInfo(**json.load(f)))
+    return infos
+
+
+def run(args) -> "dict[str, Any]":
+    """Plan, resume check, label the missing shards, rebuild the manifest, write the summary."""
+    import ray
+
+    from pipelines.driver import Driver
+    from pipelines.stages import crash_hook_from_env, remote_functions
+
+    t0 = time.perf_counter()
+    classes = parse_classes(args.classes)
+    plan = make_plan(args.imagenet_root, args.split, shard_size=args.shard_size,
+                     models=args.models, precision=args.precision, classes=classes,
+                     limit=args.limit)
+    done = set(check_resumable(args.out, plan))
+    todo = [i for i in range(plan.num_shards) if i not in done]
+    save_plan(args.out, plan, {k: v for k, v in vars(args).items()})
+    print(f"plan {plan.fingerprint[:12]}: {len(plan.items)} images, {plan.num_shards} shards of "
+          f"{plan.shard_size}; {len(done)} finished, {len(todo)} to label", flush=True)
+
+    if not todo:   # nothing to label: no Ray, no models; provenance comes from the shards
+        build_manifest(args.out, known=_known_infos(args.out, plan.split))
+        entry = write_summary(args.out, plan.split, {
+            "labeled_this_run": 0, "shards_written": 0, "shards_skipped": len(done),
+            "wall_s": time.perf_counter() - t0, "plan": plan.fingerprint})
+        print(format_summary(plan.split, entry), flush=True)
+        return entry
+
+    init_ray(args)
+    device, n_workers, gpw, cpus = resources(args)
+    local_out = open_fs(args.out)[0].protocol in ("file", ("file", "local"), "local")
+    prepare, Worker, writer = remote_functions(local_out, cpus, gpw, max_restarts=-1)
+    hook = crash_hook_from_env()
+    workers = [Worker.remote(args.models, device, args.precision, hook) for _ in range(n_workers)]
+    labeled, infos = 0, []
+    try:
+        provenance = ray.get(workers[0].provenance.remote())   # fails fast if models cannot load
+        meta = {"provenance": provenance, "self_contained": False,
+                "plan": {"fingerprint": plan.fingerprint, "split": plan.split,
+                         "num_shards": plan.num_shards, "shard_size": plan.shard_size}}
+        todo_images = sum(len(plan.shards[i]) for i in todo)
+        bar = None
+        if not args.no_progress and todo_images:
+            from tqdm import tqdm
+
+            bar = tqdm(total=todo_images, unit="img", desc=f"labeling {plan.split}",
+                       dynamic_ncols=True, smoothing=0.05)
+
+        def progress(n: int) -> None:
+            nonlocal labeled
+            labeled += n
+            if bar is not None:
+                bar.update(n)
+
+        driver = Driver(plan, todo, root=args.imagenet_root, out=args.out, meta=meta,
+                        prepare=prepare, workers=workers, writer=writer,
+                        batch_size=args.batch_size, depth=args.depth,
+                        max_crashes=args.max_crashes, on_progress=progress,
+                        log=(bar.write if bar is not None else print))
+        infos = driver.run()
+        if bar is not None:
+            bar.close()
+    finally:
+        for w in workers:
+            ray.kill(w)
+    known = _known_infos(args.out, plan.split) + [ShardInfo(**i) for i in infos]
+    build_manifest(args.out, provenance=meta["provenance"], known=known)
+    wall = time.perf_counter() - t0
+    entry = write_summary(args.out, plan.split, {
+        "labeled_this_run": labeled, "shards_written": len(infos), "shards_skipped": len(done),
+        "wall_s": wall, "workers": n_workers, "device": device,
+        "gpus": n_workers * gpw if device == "cuda" else 0, "plan": plan.fingerprint,
+        "crashes": driver.crashes})
+    print(format_summary(plan.split, entry), flush=True)
+    return entry
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except PlanError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The Ray pieces of the pipeline: a CPU task that reads and decodes, a GPU actor that labels, and
+a task that writes one finished shard.
+
+Only this module and ``label_imagenet.py`` import Ray; ``labeling`` stays Ray-free.
+
+Test-only fault hook: when the driver's environment holds ``C2FMAE_PIPELINE_CRASH_KEY=<key>`` and
+``C2FMAE_PIPELINE_CRASH_FLAG=<path>``, a label worker that receives a batch holding ``<key>``
+while ``<path>`` does not exist creates ``<path>`` and kills its own process (``os._exit``), once.
+Nothing else reads these variables; never set them outside tests.
+"""
+from __future__ import annotations
+
+import os
+import traceback
+from typing import Any, Sequence
+
+import ray
+
+from c2fmae_data.format import STATUS_OK, failed_record
+from c2fmae_data.manifest import write_json_atomic
+from c2fmae_data.shards import join, open_fs, write_shard
+
+from .plan import STATE_DIR, Item
+
+CRASH_KEY_ENV = "C2FMAE_PIPELINE_CRASH_KEY"
+CRASH_FLAG_ENV = "C2FMAE_PIPELINE_CRASH_FLAG"
+MAX_REASON = 500
+
+
+def crash_hook_from_env() -> "tuple[str, str] | None":
+    key, flag = os.environ.get(CRASH_KEY_ENV), os.environ.get(CRASH_FLAG_ENV)
+    return (key, flag) if key and flag else None
+
+
+def short_error(e: BaseException) -> str:
+    msg = f"{type(e).__name__}: {e}".strip()
+    return msg if len(msg) <= MAX_REASON else msg[:MAX_REASON - 3] + "..."
+
+
+LABELER_MODULE = "labeling.labeler"
+
+
+def _labeler_module():
+    """``labeling.labeler``, or the module named by C2FMAE_PIPELINE_LABELER_MODULE (tests only)."""
+    import importlib
+
+    return importlib.import_module(os.environ.get("C2FMAE_PIPELINE_LABELER_MODULE", LABELER_MODULE))
+
+
+def _get_labeler(models: str, device: str, precision: str):
+    return _labeler_module().Labeler.from_preset(models, device=device, precision=precision)
+
+
+# ----------------------------------------------------------------------------- CPU stage
+def read_and_prepare(root: str, items: Sequence[Item], models: str, precision: str) -> list:
+    """Read the bytes of ``items`` and run the labeler's CPU stage on each. Returns, per item in
+    order, a ``Prepared`` or a complete failed record (unreadable file, undecodable image...)."""
+    SourceImage = _labeler_module().SourceImage
+    labeler = _get_labeler(models, "cpu", precision)
+    fs, base = open_fs(root)
+    out: list = []
+    for it in items:
+        try:
+            with fs.open(join(base, it.key), "rb") as f:
+                data = f.read()
+        except Exception as e:  # vanished, permission, network...
+            out.append(failed_record(it.key, f"read error: {short_error(e)}", wnid=it.wnid,
+                                     class_index=it.class_index))
+            continue
+        try:
+            out.append(labeler.prepare(SourceImage(it.key, it.wnid, it.class_index, data)))
+        except Exception as e:  # the contract says prepare never raises; keep the run alive
+            out.append(failed_record(it.key, f"prepare error: {short_error(e)}", wnid=it.wnid,
+                                     class_index=it.class_index))
+    return out
+
+
+# ----------------------------------------------------------------------------- GPU stage
+class LabelWorker:
+    """Holds one Labeler (models loaded once per worker process) and labels prepared batches."""
+
+    def __init__(self, models: str, device: str, precision: str,
+                 crash_hook: "tuple[str, str] | None" = None):
+        self.labeler = _get_labeler(models, device, precision)
+        self.crash_hook = crash_hook
+
+    def provenance(self) -> "dict[str, Any]":
+        return self.labeler.provenance()
+
+    def label(self, prepared: list) -> "tuple[list[dict], int]":
+        """(records in input order, count) — two returns so the driver can watch the small one
+        and hand the records straight to the shard writer."""
+        self._maybe_crash(prepared)
+        todo = [i for i, p in enumerate(prepared) if not isinstance(p, dict)]
+        out = list(prepared)
+        if todo:
+            recs = self.labeler.label([prepared[i] for i in todo])
+            if len(recs) != len(todo):
+                raise RuntimeError(f"labeler returned {len(recs)} records for {len(todo)} images")
+            for i, r in zip(todo, recs):
+                out[i] = r
+        return out, len(out)
+
+    def _maybe_crash(self, prepared: list) -> None:
+        if not self.crash_hook:
+            return
+        key, flag = self.crash_hook
+        keys = {p["key"] if isinstance(p, dict) else p.key for p in prepared}
+        if key in keys and not os.path.exists(flag):
+            with open(flag, "w") as f:
+                f.write(f"worker pid {os.getpid()} crashed on {key}\n")
+            os._exit(17)
+
+
+# ----------------------------------------------------------------------------- writer
+def write_finished_shard(out: str, split: str, index: int, meta: "dict[str, Any]",
+                         expected_keys: "list[str]", extra: "list[dict]", *record_lists
+                         ) -> "dict[str, Any]":
+    """Check that the shard holds every planned key exactly once, write it atomically, then note
+    its manifest entry in the ledger ``_pipeline/shards/`` (so a resume need not rehash it)."""
+    records = [r for lst in record_lists for r in lst] + list(extra)
+    keys = [r["key"] for r in records]
+    if sorted(keys) != sorted(expected_keys) or len(set(keys)) != len(keys):
+        missing = sorted(set(expected_keys) - set(keys))[:5]
+        extra_keys = sorted(set(keys) - set(expected_keys))[:5]
+        dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
+        raise RuntimeError(f"shard {split}-{index:05d}: refusing to write; missing {missing}, "
+                           f"unexpected {extra_keys}, duplicated {dup}")
+    info = write_shard(out, split, index, records, meta=meta)
+    fs, base = open_fs(out)
+    fs.makedirs(join(base, STATE_DIR, "shards"), exist_ok=True)
+    write_json_atomic(fs, join(base, STATE_DIR, "shards", f"{split}-{index:05d}.json"),
+                      info.to_json())
+    return {"info": info.to_json(), "ok": sum(r["status"] == STATUS_OK for r in records),
+            "failed": sum(r["status"] != STATUS_OK for r in records)}
+
+
+def remote_functions(local_output: bool, worker_cpus: float, gpus_per_worker: float,
+                     max_restarts: int):
+    """The Ray-decorated stages with the resources of this run. Shard writers are pinned to the
+    driver's node when the output is a local path (on a multi-node cluster that is where the
+    user will look for it); for object storage they run anywhere."""
+    # num_cpus=0: a head node often offers no CPUs; the driver bounds how many writes are open.
+    write_opts: "dict[str, Any]" = {"num_cpus": 0, "max_retries": 3, "retry_exceptions": True}
+    if local_output:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        write_opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)
+    prepare = ray.remote(num_cpus=1, max_retries=3)(read_and_prepare)
+    writer = ray.remote(**write_opts)(write_finished_shard)
+    worker = ray.remote(num_cpus=worker_cpus, num_gpus=gpus_per_worker,
+                        max_restarts=max_restarts, max_task_retries=0)(LabelWorker)
+    return prepare, worker, writer
+
+
+def crashed_item_record(item: Item, crashes: int, error: str) -> "dict[str, Any]":
+    return failed_record(item.key, f"labeling crashed {crashes}x on this image alone: {error}",
+                         wnid=item.wnid, class_index=item.class_index)
+
+
+def format_exc_short() -> str:
+    return traceback.format_exc(limit=3)[-MAX_REASON:]
