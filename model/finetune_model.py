@@ -48,42 +48,28 @@ def read_encoder(path: str) -> EncoderWeights:
 
 
 def _read_safetensors(path: str) -> EncoderWeights:
+    """An export of ``model.export`` (metadata ``timm_model`` + ``timm_kwargs``); a plain ViT
+    state dict without that metadata gets its sizes inferred from the tensor shapes."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
     sd = load_file(path)
-    name = meta.get("timm_name") or meta.get("model_name") or infer_timm_name(sd)
-    raw = meta.get("timm_kwargs") or meta.get("kwargs")
-    kwargs = json.loads(raw) if raw else infer_timm_kwargs(sd)
+    if "patch_embed.proj.weight" not in sd:
+        raise ValueError(f"{path} holds no ViT encoder (no patch_embed.proj.weight)")
+    name = meta.get("timm_model") or DEFAULT_TIMM_NAME
+    kwargs = json.loads(meta["timm_kwargs"]) if meta.get("timm_kwargs") else infer_timm_kwargs(sd)
     return EncoderWeights(sd, name, kwargs, source=path)
 
 
 def _read_pretrain_checkpoint(path: str) -> EncoderWeights:
-    from model.checkpoint import load as load_checkpoint
+    """Rebuild the C2FMAE model of a pretraining checkpoint (strict) and export its encoder."""
+    from model.checkpoint import build_from_checkpoint, load as load_checkpoint
 
-    ck = load_checkpoint(path)
-    model = _rebuild_pretrain_model(ck, path)
+    model = build_from_checkpoint(load_checkpoint(path)).eval()
     name, kwargs = model.timm_encoder_name()
     return EncoderWeights(model.export_encoder_state_dict(), name, dict(kwargs), source=path)
-
-
-def _rebuild_pretrain_model(ck: dict, path: str):
-    """The C2FMAE model of a pretraining checkpoint, weights loaded strictly."""
-    from model.c2fmae import C2FMAE, C2FMAEConfig, build_model
-
-    if ck.get("model_config"):
-        model = C2FMAE(C2FMAEConfig.from_dict(ck["model_config"]))
-    elif ck.get("model_name"):
-        model = build_model(ck["model_name"])
-    else:
-        raise ValueError(f"checkpoint {path} holds neither model_config nor model_name")
-    missing, unexpected = model.load_state_dict(ck["model"], strict=False)
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not fit its own model config: missing "
-                         f"{missing[:5]}, unexpected {unexpected[:5]}")
-    return model.eval()
 
 
 def infer_timm_kwargs(sd: "dict[str, torch.Tensor]") -> "dict[str, Any]":
@@ -94,10 +80,6 @@ def infer_timm_kwargs(sd: "dict[str, torch.Tensor]") -> "dict[str, Any]":
     grid = int(round((sd["pos_embed"].shape[1] - 1) ** 0.5))
     return {"embed_dim": dim, "depth": depth, "num_heads": max(1, dim // 64), "patch_size": patch,
             "img_size": grid * patch}
-
-
-def infer_timm_name(sd: "dict[str, torch.Tensor]") -> str:
-    return DEFAULT_TIMM_NAME  # kwargs carry the actual sizes
 
 
 def create_classifier(weights: "EncoderWeights | None", num_classes: int, img_size: int,
