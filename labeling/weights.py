@@ -1,0 +1,113 @@
+"""Prefetch model weights into one directory and verify them later (offline clusters).
+
+Layout: ``DIR/<hub id with '/' -> '__'>/`` holds each model's snapshot; ``DIR/weights.lock.json``
+records, per hub id, the exact commit downloaded and the sha256 + size of every file. Loading a
+preset with ``weights_dir=DIR`` reads only from there, so every labeling run from that dir uses the
+same bytes; ``verify`` re-hashes everything against the lock.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Iterable
+
+from .presets import ModelSpec
+
+LOCK = "weights.lock.json"
+#: model files worth fetching; framework duplicates (.bin/.h5/.msgpack) only when no safetensors
+WANTED = ("*.json", "*.safetensors", "*.txt", "*.model", "*.py")
+FALLBACK = ("*.bin",)
+
+
+def model_dirname(hub_id: str) -> str:
+    return hub_id.replace("/", "__")
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_tree(root: str) -> "dict[str, dict]":
+    out = {}
+    for dp, dns, fns in os.walk(root):
+        dns[:] = sorted(d for d in dns if not d.startswith("."))   # skip .cache of the hub
+        for fn in sorted(fns):
+            p = os.path.join(dp, fn)
+            out[os.path.relpath(p, root).replace(os.sep, "/")] = {"sha256": _sha256(p),
+                                                                  "size": os.path.getsize(p)}
+    return out
+
+
+def read_lock(wdir: str) -> dict:
+    p = os.path.join(wdir, LOCK)
+    if not os.path.exists(p):
+        return {}
+    with open(p) as f:
+        return json.load(f)
+
+
+def write_lock(wdir: str, models: "dict[str, dict]") -> str:
+    lock = read_lock(wdir)
+    lock.setdefault("models", {}).update(models)
+    p = os.path.join(wdir, LOCK)
+    tmp = p + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(lock, f, indent=1, sort_keys=True)
+    os.replace(tmp, p)
+    return p
+
+
+def record(wdir: str, hub_id: str, revision: "str | None") -> dict:
+    """Hash an already-present model dir into a lock entry."""
+    d = os.path.join(wdir, model_dirname(hub_id))
+    return {"dir": model_dirname(hub_id), "revision": revision, "files": hash_tree(d)}
+
+
+def download(wdir: str, specs: "Iterable[ModelSpec]", log=print) -> dict:
+    """Fetch each hub model at its revision into ``wdir`` and write the lock (needs network)."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    os.makedirs(wdir, exist_ok=True)
+    api, entries = HfApi(), {}
+    for spec in specs:
+        if spec.kind == "sam-hq-official" or os.path.exists(spec.source):
+            log(f"skip {spec.source}: a local file/dir, nothing to download")
+            continue
+        info = api.model_info(spec.source, revision=spec.revision)
+        names = [s.rfilename for s in info.siblings or []]
+        patterns = list(WANTED) + ([] if any(n.endswith(".safetensors") for n in names)
+                                   else list(FALLBACK))
+        log(f"download {spec.source}@{info.sha} -> {model_dirname(spec.source)}/")
+        snapshot_download(spec.source, revision=info.sha, allow_patterns=patterns,
+                          local_dir=os.path.join(wdir, model_dirname(spec.source)))
+        entries[spec.source] = record(wdir, spec.source, info.sha)
+    if entries:
+        write_lock(wdir, entries)
+    return entries
+
+
+def verify(wdir: str) -> "list[str]":
+    """Problems of a weights dir against its lock (empty list when everything matches)."""
+    lock = read_lock(wdir)
+    if not lock.get("models"):
+        return [f"{wdir}: no {LOCK} with models (run `c2fmae-data weights download {wdir}`)"]
+    problems = []
+    for hub_id, entry in sorted(lock["models"].items()):
+        d = os.path.join(wdir, entry["dir"])
+        if not os.path.isdir(d):
+            problems.append(f"{hub_id}: directory {entry['dir']}/ is missing")
+            continue
+        have = hash_tree(d)
+        for rel, want in sorted(entry["files"].items()):
+            got = have.get(rel)
+            if got is None:
+                problems.append(f"{hub_id}: file {rel} is missing")
+            elif got != want:
+                problems.append(f"{hub_id}: file {rel} differs from the lock "
+                                f"(sha256 {got['sha256'][:12]} != {want['sha256'][:12]})")
+    return problems
