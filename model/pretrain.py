@@ -312,14 +312,14 @@ def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=
             if world > 1:
                 dist.all_reduce(stats)
                 stats /= world
-            stats = stats.tolist()
+            stats, sums = stats.tolist(), None
             scaler.unscale_(optimizer)
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), o["clip_grad"] or math.inf)
             gn = float(gn)
             if not math.isfinite(stats[0]) or (not fp16 and not math.isfinite(gn)):
                 what = "loss" if not math.isfinite(stats[0]) else "gradient norm"
                 raise NonFiniteLossError(
-                    f"non-finite {what} (loss={stats[0]}, grad_norm={gn}) at step {step} "
+                    f"non-finite {what} (loss={stats[0]}, grad_norm={gn}) at step {step + 1} "
                     f"(epoch {epoch}); stopping. The last good checkpoint is kept: "
                     f"{ckpt.find_resume(output_dir) or 'none written yet'}")
             scaler.step(optimizer)

@@ -1,0 +1,90 @@
+"""Kill-and-resume gives the losses of an uninterrupted run; a NaN loss stops the run and keeps the
+last good checkpoint."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+from _datasets import synthetic_dataset
+from _pretrain import read_log, tiny_config
+
+from model import checkpoint as ckpt
+from model.pretrain import NonFiniteLossError, train
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain-data")
+    synthetic_dataset(root, n=12, size=(80, 64))
+    return str(root)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path):
+    # 12 images, 2 per pass, accumulation 2: 3 optimizer steps per epoch, 8 steps = 2.67 epochs
+    cfg = tiny_config(data_root, steps=8, batch=2, total=4)
+    train(cfg, str(tmp_path / "full"), resume=None)
+    full = read_log(tmp_path / "full")
+    assert sorted(full) == list(range(1, 9))
+
+    def kill_at(step):
+        def hook(rec):
+            if rec["step"] == step:  # dies after step 5 ran, before its checkpoint was written
+                raise _Killed
+        return hook
+
+    out = str(tmp_path / "killed")
+    with pytest.raises(_Killed):
+        train(cfg, out, resume=None, on_step=kill_at(5))
+    assert ckpt.load(f"{out}/last.pt")["global_step"] == 4  # mid-epoch (epoch 1, step 1 of 3)
+    assert ckpt.load(f"{out}/last.pt")["step_in_epoch"] == 2
+    train(cfg, out, resume="auto")
+    resumed = read_log(out)
+    assert sorted(resumed) == list(range(1, 9))
+    for step in range(1, 9):
+        a, b = full[step], resumed[step]
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-6), step
+        for task in a["losses"]:
+            assert b["losses"][task] == pytest.approx(a["losses"][task], abs=1e-6), (step, task)
+        assert b["lr"] == a["lr"] and b["progress"] == a["progress"]
+    # and the final weights agree
+    wa = ckpt.load(str(tmp_path / "full" / "last.pt"))["model"]
+    wb = ckpt.load(f"{out}/last.pt")["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
+
+
+class _NaNAfter(torch.utils.data.Dataset):
+    """The wrapped dataset, with NaN pixels everywhere."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        s = dict(self.ds[i])
+        s["rgb"] = torch.full_like(s["rgb"], float("nan"))
+        return s
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path):
+    from model.pretrain import build_dataset
+
+    cfg = tiny_config(data_root, steps=4, batch=2, total=2)
+    out = str(tmp_path / "run")
+    good_cfg = tiny_config(data_root, steps=2, batch=2, total=2)
+    train(good_cfg, out, resume=None)
+    last = f"{out}/last.pt"
+    digest = hashlib.sha256(open(last, "rb").read()).hexdigest()
+    bad = _NaNAfter(build_dataset(cfg, train=True))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at step 3 .*last\.pt"):
+        train(cfg, out, resume="auto", dataset=bad)
+    assert hashlib.sha256(open(last, "rb").read()).hexdigest() == digest
+    assert ckpt.load(last)["global_step"] == 2
+    assert sorted(read_log(out)) == [1, 2]  # the bad step was never logged as done
