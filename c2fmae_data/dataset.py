@@ -370,6 +370,10 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         rank, world = self._dist()
         units = self._assignment(rank, world, worker, workers)
+        if len(self.units) < world * workers and worker == 0:
+            log.warning("%d row groups for %d ranks x %d workers: some readers get none%s",
+                        len(self.units), world, workers, " (and with even=True, yield none)"
+                        if self.even else "")
         cap = self._cap(rank, world, worker, workers)
         rng = random.Random(f"rows-{self.seed}-{self.epoch}-{rank}-{worker}")
         produced = 0

@@ -130,7 +130,8 @@ def synthetic_dataset(root, n: int = 12, size=(48, 40), shards: int = 2, split: 
         if i >= n - failed:
             recs.append(failed_record(key, "no detection", wnid=WNID, class_index=0,
                                       source_size=len(data),
-                                      source_sha256=hashlib.sha256(data).hexdigest()))
+                                      source_sha256=hashlib.sha256(data).hexdigest(),
+                                      image_bytes=data if image_root is None else None))
         else:
             inst, sem = blob_masks(w, h, n=4, seed=seed * 1000 + i)
             recs.append(record(key, data, inst, sem, embed=image_root is None))
