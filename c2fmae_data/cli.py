@@ -75,7 +75,10 @@ def cmd_convert_coco(args) -> int:
 
 def cmd_manifest(args) -> int:
     from .manifest import build_manifest
+    from .shards import list_shards
 
+    if not list_shards(args.root):
+        raise FileNotFoundError(f"{args.root} has no finished shards (shards/<split>-NNNNN.parquet)")
     m = build_manifest(args.root)
     print(f"{args.root}/manifest.json: {m['totals']['rows']} rows in "
           f"{sum(len(s['shards']) for s in m['splits'].values())} shard(s)")
