@@ -1,0 +1,228 @@
+"""Multi-granular fine-tuning: RGB + instance + semantic inputs (Table I, dagger row).
+
+    torchrun --nproc_per_node=8 -m model.multigranular_ft --config finetune_vitb_400ep \
+        --pretrained pretrain_out/last.pt --data MG_ROOT --imagenet-root /imagenet --output-dir OUT
+    python -m model.multigranular_ft --eval-only --checkpoint OUT/checkpoint.pth --data MG_ROOT ...
+
+The pretrained C2FMAE is rebuilt from its pretraining checkpoint with its input adapters (RGB patch
+projection, per-pixel class embeddings of the instance and semantic maps, granularity
+embeddings); the decoder and reconstruction heads are dropped. Every token of every granularity is
+visible (``model.encode(batch, visible=None)``); the classifier is avg-pool over all tokens ->
+the encoder's ``fc_norm`` -> a linear head (trunc normal, std 2e-5). Images, maps and labels come
+from ``ImageNetMultiGranular`` (train: joint random-resized crop + flip of the three; val: resize +
+center crop), so the val split's labels are read from the dataset.
+
+Same recipe and config files as ``model.finetune`` (layer decay over the encoder blocks with the
+adapters in the stem, warmup + cosine AdamW, drop path, label smoothing) with one difference:
+pixel-blending Mixup has no meaning for label maps, so only CutMix is used, with one box cut
+consistently out of the RGB image and both maps (box on the map grid, scaled by the stride);
+the RGB-only augmentations RandAugment / random erasing are not applied (they would desynchronise
+pixels and maps). Fine-tuning runs at the pretraining resolution.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
+from timm.layers import trunc_normal_
+
+from model.finetune import (amp_dtype, eval_json_path, init_distributed, make_loader,
+                            make_optimizer, train_one_epoch, write_json)
+from model.finetune_config import accum_steps, load_finetune_config, scaled_lr
+from model.finetune_model import HEAD_INIT_STD, topk_counts
+
+FORMAT = "c2fmae-multigranular-classifier"
+MAPS = ("instance", "semantic")
+
+
+class MultiGranularClassifier(torch.nn.Module):
+    """C2FMAE adapters + encoder, all tokens visible, avg pool, fc_norm, linear head."""
+
+    def __init__(self, c2f: torch.nn.Module, num_classes: int):
+        super().__init__()
+        c2f.decoder = torch.nn.Identity()   # pretraining-only parts
+        c2f.heads = torch.nn.ModuleDict()
+        self.c2f = c2f
+        self.head = torch.nn.Linear(c2f.config.embed_dim, num_classes)
+        trunc_normal_(self.head.weight, std=HEAD_INIT_STD)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        tokens = self.c2f.encode(batch, visible=None)  # B x (1 + 3N) x D, class token first
+        return self.head(self.c2f.encoder.fc_norm(tokens[:, 1:].mean(dim=1)))
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm layer groups: adapters + embeddings = stem, block i = i + 1, norms/head last."""
+        return {"stem": r"^c2f\.(?:adapters|gran_embed)|^c2f\.encoder\.(?:cls_token|pos_embed|patch_embed)",
+                "blocks": [(r"^c2f\.encoder\.blocks\.(\d+)", None),
+                           (r"^c2f\.encoder\.norm", (99999,))]}
+
+    def no_weight_decay(self) -> set:
+        return {"c2f.encoder.pos_embed", "c2f.encoder.cls_token"} | {
+            f"c2f.gran_embed.{g}" for g in self.c2f.gran_embed}
+
+
+def build_classifier(pretrained: str, num_classes: int, drop_path: float) -> MultiGranularClassifier:
+    """Rebuild the C2FMAE of a pretraining checkpoint with ``drop_path`` and load it strictly."""
+    from model.c2fmae import C2FMAEConfig, C2FMAE, build_model
+    from model.checkpoint import load
+
+    ck = load(pretrained)
+    if ck.get("model_config") is not None:
+        c2f = C2FMAE(C2FMAEConfig.from_dict({**ck["model_config"], "drop_path_rate": drop_path}))
+    else:
+        m = ck.get("config", {}).get("model", {})
+        c2f = build_model(ck.get("model_name") or m["name"],
+                          **{**m.get("overrides", {}), "drop_path_rate": drop_path})
+    c2f.load_state_dict(ck["model"], strict=True)
+    missing = [g for g in ("rgb", *MAPS) if g not in c2f.inputs]
+    if missing:
+        raise ValueError(f"{pretrained} was pretrained without the {missing} input(s); "
+                         "multi-granular fine-tuning needs rgb, instance and semantic adapters")
+    return MultiGranularClassifier(c2f, num_classes)
+
+
+def consistent_cutmix(batch: dict, alpha: float, num_classes: int, smoothing: float,
+                      stride: int, rng: np.random.Generator) -> dict:
+    """CutMix (batch mode, pair = flipped batch) applied to RGB and both maps with one box."""
+    y = batch["label"]
+    lam = float(rng.beta(alpha, alpha))
+    m = batch["instance"]
+    (y0, y1, x0, x1), lam = cutmix_bbox_and_lam(m.shape, lam, correct_lam=True)  # map grid
+    out = dict(batch)
+    for g, s in (("rgb", stride), ("instance", 1), ("semantic", 1)):
+        t = batch[g].clone()
+        t[..., y0 * s:y1 * s, x0 * s:x1 * s] = batch[g].flip(0)[..., y0 * s:y1 * s, x0 * s:x1 * s]
+        out[g] = t
+    out["target"] = mixup_target(y, num_classes, lam, smoothing)
+    return out
+
+
+def save(path: str, model, extra: dict) -> None:
+    from model.checkpoint import save_atomic
+
+    m = getattr(model, "module", model)
+    save_atomic({"format": FORMAT, "model": m.state_dict(), "num_classes": m.head.out_features,
+                 "model_config": m.c2f.config.to_dict(), **extra}, path)
+
+
+def load_classifier(path: str) -> "tuple[MultiGranularClassifier, dict]":
+    from model.c2fmae import C2FMAE, C2FMAEConfig
+
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a classifier written by model.multigranular_ft")
+    model = MultiGranularClassifier(C2FMAE(C2FMAEConfig.from_dict(ck["model_config"])),
+                                    ck["num_classes"])
+    model.load_state_dict(ck["model"], strict=True)
+    return model, ck
+
+
+def make_dataset(args, split: str, train: bool, img_size: int, stride: int, limit):
+    from c2fmae_data import ImageNetMultiGranular
+
+    ds = ImageNetMultiGranular(args.data, args.imagenet_root, split,
+                               transform="train" if train else "eval", size=img_size, stride=stride)
+    return torch.utils.data.Subset(ds, range(min(limit, len(ds)))) if limit else ds
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m model.multigranular_ft",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="finetune_vitb_400ep")
+    p.add_argument("--pretrained", help="pretraining checkpoint (model.pretrain last.pt)")
+    p.add_argument("--data", required=True, help="multi-granular dataset root (manifest.json)")
+    p.add_argument("--imagenet-root", help="image folder when the dataset does not embed images")
+    p.add_argument("--output-dir", default="out/finetune_mg")
+    p.add_argument("--eval-only", action="store_true")
+    p.add_argument("--checkpoint")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    cfg = load_finetune_config(args.config, args.overrides)
+    device, rank, world = init_distributed(cfg)
+    torch.manual_seed(cfg["train"]["seed"] + rank)
+    dtype, d, a = amp_dtype(cfg, device), cfg["data"], cfg["aug"]
+    log = print if rank == 0 else (lambda *x, **k: None)
+    ckpt = args.checkpoint or os.path.join(args.output_dir, "checkpoint.pth")
+    if args.eval_only:
+        model, ck = load_classifier(ckpt)
+    else:
+        if not args.pretrained:
+            raise SystemExit("--pretrained (a pretraining checkpoint) is required")
+        model = build_classifier(args.pretrained, cfg["model"]["num_classes"], cfg["model"]["drop_path"])
+    c = model.c2f.config
+    model.to(device)
+    to_dev = (lambda b: {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                         for k, v in b.items()})
+    val_ds = make_dataset(args, d["val_split"], False, c.img_size, c.mask_stride, d["limit_val"])
+    val_loader = make_loader(val_ds, cfg["optim"]["batch_per_gpu"], False, cfg, world, rank)
+    evaluate = (lambda net: topk_counts(net, val_loader, device, amp_dtype=dtype,
+                                        forward=lambda b: net({**to_dev(b)})))
+    if args.eval_only:
+        stats = {**evaluate(model), "checkpoint": os.path.abspath(ckpt), "split": d["val_split"]}
+        if rank == 0:
+            write_json(eval_json_path(ckpt), stats)
+        log(json.dumps(stats))
+        return stats
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    optimizer = make_optimizer(model, cfg)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    train_ds = make_dataset(args, d["train_split"], True, c.img_size, c.mask_stride, d["limit_train"])
+    train_loader = make_loader(train_ds, cfg["optim"]["batch_per_gpu"], True, cfg, world, rank,
+                               cfg["train"]["seed"])
+    rng = np.random.default_rng(cfg["train"]["seed"] + rank)
+    use_cutmix = a["cutmix"] > 0
+    smooth = a["smoothing"]
+
+    def criterion(logits, target):
+        if target.ndim == 2:  # soft targets from CutMix (smoothing included)
+            return torch.sum(-target * torch.log_softmax(logits.float(), -1), -1).mean()
+        return torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=smooth)
+
+    def prepare(batch):
+        b = to_dev(batch)
+        if use_cutmix and rng.random() < a["mixup_prob"]:
+            b = consistent_cutmix(b, a["cutmix"], cfg["model"]["num_classes"], smooth,
+                                  c.mask_stride, rng)
+            return b, b["target"]
+        return b, b["label"]
+
+    log(f"multi-granular fine-tuning on {len(train_ds)} samples, accum {accum_steps(cfg, world)}, "
+        f"peak lr {scaled_lr(cfg):.3g}, from {args.pretrained}")
+    stats, steps = {}, 0
+    for epoch in range(cfg["optim"]["epochs"]):
+        if isinstance(train_loader.sampler, torch.utils.data.DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        t0 = time.time()
+        tr = train_one_epoch(net, train_loader, optimizer, criterion, cfg, epoch, device, prepare,
+                             accum_steps(cfg, world), dtype, log, steps)
+        steps = tr["steps"]
+        last = epoch + 1 == cfg["optim"]["epochs"] or bool(
+            cfg["train"]["max_steps"] and steps >= cfg["train"]["max_steps"])
+        stats = {"epoch": epoch, **tr, "epoch_time_s": round(time.time() - t0, 2)}
+        if last or (epoch + 1) % cfg["train"]["eval_every_epochs"] == 0:
+            stats.update(evaluate(model))
+        if rank == 0:
+            save(ckpt, model, {"optimizer": optimizer.state_dict(), "epoch": epoch, "config": cfg})
+            with open(os.path.join(args.output_dir, "log.jsonl"), "a") as f:
+                f.write(json.dumps(stats) + "\n")
+            if "top1" in stats:
+                write_json(eval_json_path(ckpt), {**stats, "checkpoint": os.path.abspath(ckpt),
+                                                  "split": d["val_split"]})
+        log(json.dumps(stats))
+        if last:
+            break
+    return stats
+
+
+if __name__ == "__main__":
+    main()
