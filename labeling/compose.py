@@ -37,9 +37,9 @@ def finalize(painted: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
     """Painted map -> (uint16 id map, instance metadata rows) following the rules above."""
     painted = np.asarray(painted)
     n = len(scores)
-    counts = np.bincount(painted.ravel(), minlength=n + 1)[:n + 1]
-    if painted.size and painted.max() > n:
-        raise ValueError(f"painted map holds index {painted.max()} but only {n} detections")
+    counts = np.bincount(painted.ravel(), minlength=n + 1)
+    if len(counts) > n + 1:
+        raise ValueError(f"painted map holds index {len(counts) - 1} but only {n} detections")
     alive = [i for i in range(n) if counts[i + 1] > 0]
     alive.sort(key=lambda i: (-int(counts[i + 1]), -float(scores[i]), i))
     alive = alive[:MAX_STORED_INSTANCES]
