@@ -27,7 +27,8 @@ from .format import STATUS_OK, FormatError, decode_instance_png, decode_semantic
 from .manifest import load_manifest, safe_relpath
 from .shards import join, open_fs
 from .source import ImageSource, SampleError
-from .transforms import EvalTransform, TrainTransform
+from .png_rows import png_size
+from .transforms import EvalTransform, JointTransform, TrainTransform
 
 log = logging.getLogger(__name__)
 ROW_COLUMNS = ("key", "class_index", "width", "height", "source_size", "source_sha256",
@@ -174,19 +175,29 @@ class MultiGranularBase:
             if (row["width"], row["height"]) != (w, h):
                 raise SampleError(key, f"image decodes to {w}x{h} (EXIF applied) but the labels "
                                        f"are {row['width']}x{row['height']}")
-            try:
-                inst = decode_instance_png(row["instance_png"])
-                sem = decode_semantic_png(row["semantic_png"])
-            except (FormatError, TypeError) as e:
-                raise SampleError(key, f"mask not decodable: {e}") from None
-            for name, m in (("instance_png", inst), ("semantic_png", sem)):
-                if m.shape != (h, w):
-                    raise SampleError(key, f"{name} is {m.shape[1]}x{m.shape[0]} but the image "
-                                           f"decodes to {w}x{h} (EXIF applied)")
+            inst, sem = row["instance_png"], row["semantic_png"]
+            for name, data, depth in (("instance_png", inst, 16), ("semantic_png", sem, 8)):
+                try:
+                    mw, mh = png_size(data)
+                except (FormatError, TypeError) as e:
+                    raise SampleError(key, f"{name} not decodable: {e}") from None
+                if (mw, mh) != (w, h):
+                    raise SampleError(key, f"{name} is {mw}x{mh} but the image decodes to "
+                                           f"{w}x{h} (EXIF applied)")
+                if data[24] != depth:
+                    raise SampleError(key, f"{name} has bit depth {data[24]}, expected {depth}")
+            if not isinstance(self.transform, JointTransform):  # full arrays for other callers
+                try:
+                    inst, sem = decode_instance_png(inst), decode_semantic_png(sem)
+                except FormatError as e:
+                    raise SampleError(key, f"mask not decodable: {e}") from None
         if self.transform is None:
             sample = {"image": img, "instance": inst, "semantic": sem}
         else:
-            sample = self.transform(img, inst, sem)
+            try:
+                sample = self.transform(img, inst, sem)
+            except FormatError as e:  # a mask PNG whose pixel data is corrupt
+                raise SampleError(key, f"mask not decodable: {e}") from None
         sample["label"] = int(row["class_index"])
         sample["key"] = key
         return sample

@@ -3,8 +3,9 @@
 Every transform reduces to a *box* in source pixels plus a flip flag. The RGB image is resized
 from that box with PIL's antialiased bilinear filter; the masks are sliced to the same box
 (crop BEFORE resizing, so no work is spent on pixels that are thrown away) and resized with
-center-aligned nearest neighbour (``cv2.INTER_NEAREST_EXACT``), so mask pixel centres land on the
-same source points as the RGB sample grid. After the crop, instance ids are re-canonicalized:
+center-aligned nearest neighbour (``nearest_indices``), so mask pixel centres land on the same
+source points as the RGB sample grid; masks may be given as PNG bytes, of which only the sampled
+pixels are decoded. After the crop, instance ids are re-canonicalized:
 
 * ids whose area inside the crop (at mask output resolution) is below ``min_area`` pixels are
   *slivers* and become ``IGNORE`` (255);
@@ -25,16 +26,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .png_rows import png_size, sample_png
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE = 255
 SLIVER_INPUT_PIXELS = 64
-
-
-def _cv2():
-    import cv2
-
-    return cv2
 
 
 # ----------------------------------------------------------------------------- boxes
@@ -90,14 +87,30 @@ def canonicalize_instances(ids: np.ndarray, max_instances: int = 32, min_area: i
     return lut[flat]
 
 
-def resize_mask(mask: np.ndarray, box, out: int) -> np.ndarray:
-    """Slice ``box`` = (x0, y0, w, h) from an HxW mask, then nearest-resize it to out x out."""
+def nearest_indices(start: int, length: int, out: int) -> np.ndarray:
+    """Source indices sampled by a center-aligned nearest resize of ``length`` pixels starting at
+    ``start`` to ``out`` pixels: ``start + floor((i + 0.5) * length / out)``."""
+    i = np.arange(out, dtype=np.int64)
+    return start + np.minimum((2 * i + 1) * length // (2 * out), length - 1)
+
+
+def resize_mask(mask, box, out: int) -> np.ndarray:
+    """Crop ``box`` = (x0, y0, w, h) from an HxW mask and nearest-resize it to out x out, touching
+    only the sampled pixels. ``mask`` is an array or the PNG bytes of one (then only the rows up
+    to the last sampled one are inflated, see ``png_rows``)."""
     x0, y0, w, h = box
-    crop = mask[y0:y0 + h, x0:x0 + w]
-    if crop.shape == (out, out):
-        return np.ascontiguousarray(crop)
-    cv2 = _cv2()
-    return cv2.resize(crop, (out, out), interpolation=cv2.INTER_NEAREST_EXACT)
+    ys, xs = nearest_indices(y0, h, out), nearest_indices(x0, w, out)
+    if isinstance(mask, (bytes, bytearray, memoryview)):
+        return sample_png(bytes(mask), ys, xs)
+    return mask[np.ix_(ys, xs)]
+
+
+def mask_hw(mask) -> "tuple[int, int]":
+    """(height, width) of an array or of PNG bytes (read from the header)."""
+    if isinstance(mask, (bytes, bytearray, memoryview)):
+        w, h = png_size(bytes(mask))
+        return h, w
+    return tuple(mask.shape[:2]) if mask.ndim == 2 else tuple(mask.shape)
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -105,7 +118,7 @@ class JointTransform:
     """Base: crop ``box`` from the image and both masks, resize, flip, normalize.
 
     ``__call__(img, instance, semantic, rng=None)`` takes a PIL RGB image and two HxW numpy maps of
-    the same size (either may be None: RGB-only, or a failed row) and returns a dict with
+    the same size (or their PNG bytes; either may be None: RGB-only, or a failed row) and returns a dict with
     ``rgb`` (float32 3xSxS normalized), ``instance`` and ``semantic`` (int64 MxM, M = S/stride;
     all-``IGNORE`` when the map is None).
     """
@@ -130,8 +143,9 @@ class JointTransform:
                  semantic: "np.ndarray | None" = None, rng=None) -> "dict[str, torch.Tensor]":
         w, h = img.size
         for name, m in (("instance", instance), ("semantic", semantic)):
-            if m is not None and m.shape != (h, w):
-                raise ValueError(f"{name} mask is {m.shape[1]}x{m.shape[0]}, image is {w}x{h}")
+            if m is not None and mask_hw(m) != (h, w):
+                mh, mw = mask_hw(m)
+                raise ValueError(f"{name} mask is {mw}x{mh}, image is {w}x{h}")
         box, flip = self.box(w, h, rng or random)
         x0, y0, bw, bh = box
         img = img.resize((self.size, self.size), Image.BILINEAR, box=(x0, y0, x0 + bw, y0 + bh))
@@ -149,8 +163,8 @@ class JointTransform:
             out["semantic"] = torch.full((m, m), IGNORE, dtype=torch.int64)
         else:
             sem = resize_mask(semantic, box, m)
-            sem = np.ascontiguousarray(sem[:, ::-1] if flip else sem)
-            out["semantic"] = torch.from_numpy(sem).long()
+            out["semantic"] = torch.from_numpy(np.ascontiguousarray(sem[:, ::-1] if flip else sem)
+                                               .astype(np.int64))
         return out
 
     def to_tensor(self, img: Image.Image) -> torch.Tensor:

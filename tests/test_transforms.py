@@ -132,3 +132,32 @@ def test_missing_masks_give_ignore_and_size_mismatch_is_an_error():
     assert (out["instance"] == IGNORE).all() and (out["semantic"] == IGNORE).all()
     with pytest.raises(ValueError, match="instance mask is 30x40"):
         TrainTransform()(img, np.zeros((40, 30), np.uint16), None)
+
+
+@pytest.mark.parametrize("writer", ["format", "pil"])
+def test_png_row_sampling_equals_full_decode(writer):
+    import io
+
+    from c2fmae_data.format import decode_png, encode_instance_png, encode_semantic_png
+    from c2fmae_data.png_rows import sample_png
+    from c2fmae_data.transforms import nearest_indices, resize_mask
+
+    inst, sem = blob_masks(123, 77, n=300, seed=5)
+    inst = inst * 211 % 60000                         # use the high byte of the 16-bit ids too
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 2, sem.shape, dtype=np.uint8)  # defeats filter None on PIL's side
+    for arr, enc in ((inst.astype(np.uint16), encode_instance_png), (sem + noise, encode_semantic_png)):
+        if writer == "format":                         # OpenCV: every row Sub -> fast path
+            data = enc(arr)
+        else:                                          # PIL: adaptive filters -> cv2 fallback
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, format="PNG")
+            data = buf.getvalue()
+        np.testing.assert_array_equal(decode_png(data), arr)
+        for box in [(0, 0, 123, 77), (5, 9, 40, 30), (100, 60, 23, 17), (7, 3, 3, 2)]:
+            for out in (8, 56):
+                ys = nearest_indices(box[1], box[3], out)
+                xs = nearest_indices(box[0], box[2], out)
+                want = arr[np.ix_(ys, xs)]
+                np.testing.assert_array_equal(sample_png(data, ys, xs), want)
+                np.testing.assert_array_equal(resize_mask(data, box, out), want)
