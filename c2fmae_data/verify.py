@@ -98,10 +98,15 @@ class _Verifier:
     def listed_files(self) -> "tuple[set[str], list[str]]":
         d = join(self.base, SHARD_DIR)
         present, other = set(), []
-        if self.fs.exists(d):
-            for p in self.fs.ls(d, detail=False):
-                name = os.path.basename(p.rstrip("/"))
-                (present.add(f"{SHARD_DIR}/{name}") if parse_shard_name(name) else other.append(name))
+        try:
+            names = ([os.path.basename(p.rstrip("/")) for p in self.fs.ls(d, detail=False)]
+                     if self.fs.exists(d) else [])
+        except (OSError, NotImplementedError, ValueError) as e:  # e.g. http without listings
+            self.report.warnings.append(f"cannot list {SHARD_DIR}/ here ({type(e).__name__}); "
+                                        f"extra and stray files not checked")
+            names = []
+        for name in names:
+            (present.add(f"{SHARD_DIR}/{name}") if parse_shard_name(name) else other.append(name))
         for name in other:
             kind = ("temporary file left by an interrupted write or download"
                     if TMP_MARK in name or name.endswith(".part") else "unexpected file")
