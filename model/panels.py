@@ -27,6 +27,7 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 MASK_GREY = np.array([128, 128, 128], np.uint8)
 HEADER = 18
+MIN_TILE = 128  # small images are enlarged (nearest) so that column titles fit
 # Fig. 4 default: 98 visible tokens of 3 x 196 spread evenly over the granularities
 FIG4_VISIBLE = {"semantic": 1 / 6, "instance": 1 / 6, "rgb": 1 / 6}
 
@@ -83,6 +84,9 @@ def tile(kind: str, value: torch.Tensor, size: int) -> np.ndarray:
 
 def grid(rows: "Sequence[Sequence[np.ndarray]]", titles: Sequence[str]) -> Image.Image:
     """Rows of equal tiles with a title above each column."""
+    k = -(-MIN_TILE // rows[0][0].shape[0])
+    if k > 1:
+        rows = [[np.repeat(np.repeat(t, k, 0), k, 1) for t in row] for row in rows]
     s = rows[0][0].shape[0]
     cols = len(titles)
     canvas = Image.new("RGB", (cols * s, HEADER + len(rows) * s), (255, 255, 255))

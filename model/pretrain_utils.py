@@ -1,0 +1,144 @@
+"""Pieces of the pretraining loop: resumable sampler, loaders, DDP setup, autocast, logging."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (shuffled per epoch from ``seed + epoch``) that can start mid-epoch:
+    ``set_start(n)`` skips this rank's first ``n`` indices of the epoch's permutation."""
+
+    def __init__(self, dataset, num_replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                         drop_last=True)
+        self.start = 0
+
+    def set_start(self, n: int) -> None:
+        self.start = int(n)
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
+def make_loader(dataset, sampler, cfg: dict, epoch: int, rank: int, pin: bool) -> DataLoader:
+    # The loader's own generator (not the global RNG) draws the workers' base seed, so worker
+    # seeds depend only on (seed, epoch, rank) and building a loader mid-run consumes no RNG.
+    g = torch.Generator().manual_seed(cfg["train"]["seed"] * 1_000_003 + epoch * 1009 + rank)
+    nw = cfg["data"]["num_workers"]
+    return DataLoader(dataset, batch_size=cfg["optim"]["batch_per_gpu"], sampler=sampler,
+                      num_workers=nw, pin_memory=pin, drop_last=True, generator=g,
+                      persistent_workers=False, prefetch_factor=4 if nw > 0 else None)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- distributed
+def init_distributed(cfg: dict, device: str = "auto") -> "tuple[int, int, torch.device]":
+    """(rank, world_size, device) from torchrun's environment; one process when it is absent."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        dev = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        backend = cfg["train"]["dist_backend"]
+        if backend == "auto":
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return rank, world, dev
+
+
+def all_gather_objects(obj: Any, world: int) -> list:
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def autocast_ctx(cfg: dict, device: torch.device):
+    amp = cfg["train"]["amp"]
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "none"
+    if amp == "none":
+        return contextlib.nullcontext(), False
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype), amp == "fp16"
+
+
+# ----------------------------------------------------------------------------- logging
+class Logger:
+    """Rank 0 only: stdout lines, ``log.jsonl`` in the output dir, TensorBoard when installed."""
+
+    def __init__(self, output_dir: str, enabled: bool):
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        self.jsonl = open(os.path.join(output_dir, "log.jsonl"), "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+        except ImportError:  # tensorboard is optional
+            self.tb = None
+
+    def log(self, rec: "dict[str, Any]", echo: bool = True) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps(rec) + "\n")
+        self.jsonl.flush()
+        if echo:
+            tasks = " ".join(f"{k}={v:.4f}" for k, v in rec["losses"].items())
+            print(f"[step {rec['step']} ep {rec['epoch']}] loss={rec['loss']:.4f} ({tasks}) "
+                  f"lr={rec['lr']:.3e} grad_norm={rec['grad_norm']:.3f} "
+                  f"{rec['img_per_s']:.1f} img/s", flush=True)
+        if self.tb is not None:
+            step = rec["step"]
+            self.tb.add_scalar("loss/total", rec["loss"], step)
+            for k, v in rec["losses"].items():
+                self.tb.add_scalar(f"loss/{k}", v, step)
+            for k in ("lr", "grad_norm", "img_per_s", "progress"):
+                self.tb.add_scalar(k, rec[k], step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def param_digest(model: torch.nn.Module) -> str:
+    """sha256 over every parameter's bytes: equal digests = bit-identical replicas."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_replicas(model: torch.nn.Module, rank: int, world: int) -> None:
+    """Print this rank's parameter digest; raise on every rank if the DDP replicas diverged."""
+    digest = param_digest(model)
+    print(f"rank {rank}: parameter sha256 {digest}", flush=True)
+    digests = all_gather_objects(digest, world)
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"DDP replicas diverged: parameter digests per rank {digests}")

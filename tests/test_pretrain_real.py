@@ -1,0 +1,53 @@
+"""On the real ImageNet sample images (through the loader): a tiny model's loss falls, and the
+reconstruction panels of Figs. 4-6 are written."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _datasets import imagenet_sample_dataset
+from _pretrain import read_log, tiny_config
+from PIL import Image
+
+from c2fmae_data.categories import semantic_palette
+from model.panels import HEADER
+from model.pretrain import train
+
+
+@pytest.fixture(scope="module")
+def real_root(tmp_path_factory, imagenet_sample):
+    root = tmp_path_factory.mktemp("real")
+    imagenet_sample_dataset(root, imagenet_sample, limit=8, shards=1)
+    return str(root), str(imagenet_sample)
+
+
+def test_tiny_model_loss_falls_on_real_images_and_panels_are_written(real_root, tmp_path):
+    root, images = real_root
+    out = tmp_path / "run"
+    # 8 real images, one batch of 8 per step, 12 steps = 12 epochs; panels at the end
+    cfg = tiny_config(root, f"data.imagenet_root={images}", "optim.epochs=12",
+                      "optim.warmup_epochs=2", "optim.lr=3e-3", "train.panels_every_epochs=12",
+                      "train.panel_images=3", "train.save_last_every_steps=0",
+                      "data.crop_scale=[0.6, 1.0]", steps=12, batch=8, total=8)
+    train(cfg, str(out), resume=None)
+    log = read_log(out)
+    first = np.mean([log[s]["loss"] for s in (1, 2, 3)])
+    last = np.mean([log[s]["loss"] for s in (10, 11, 12)])
+    assert last < 0.9 * first, (first, last)
+    for task in ("semantic", "instance", "rgb"):
+        assert np.mean([log[s]["losses"][task] for s in (10, 11, 12)]) < \
+            np.mean([log[s]["losses"][task] for s in (1, 2, 3)]), task
+
+    panels = sorted(p.name for p in (out / "panels").iterdir())
+    assert panels == [f"{n}_epoch0012-step12.png" for n in
+                      ("fig4", "fig5_from_rgb", "fig6_from_instance", "fig6_from_semantic")]
+    s = 128  # 64-px images drawn as 128-px tiles (MIN_TILE)
+    fig4 = np.asarray(Image.open(out / "panels" / panels[0]))
+    assert fig4.shape == (HEADER + 3 * s, 9 * s, 3)  # 3 images x (masked|pred|target) x 3 maps
+    # the semantic target column is drawn in the COCO-panoptic palette (or black = unlabeled)
+    target = fig4[HEADER:, 2 * s:3 * s].reshape(-1, 3)
+    allowed = {tuple(c) for c in semantic_palette()} | {(0, 0, 0)}
+    assert {tuple(c) for c in np.unique(target, axis=0)} <= allowed
+    # its masked-input column shows grey (masked) patches
+    assert (fig4[HEADER:, :s] == 128).all(-1).any()
+    cross = np.asarray(Image.open(out / "panels" / panels[1]))
+    assert cross.shape == (HEADER + 3 * s, 7 * s, 3)
