@@ -40,8 +40,8 @@ def _label(args) -> int:
     try:
         lab = Labeler.from_preset(args.models, args.device, args.precision,
                                   weights_dir=args.weights_dir, semantic=args.semantic)
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        return _err(str(e))
+    except (ValueError, OSError, TypeError, ImportError) as e:   # OSError: hub/offline errors
+        return _err(f"cannot load models for preset {args.models!r}: {e}")
     if lab.placeholder:
         print("WARNING: " + __import__("labeling.labeler").labeler.PLACEHOLDER_WARNING,
               file=sys.stderr)

@@ -18,7 +18,7 @@ import numpy as np
 
 from c2fmae_data.format import failed_record
 
-DEFAULT_MAX_PIXELS = 50_000_000   # ~7000x7000; ImageNet's largest train image is ~13 MP
+DEFAULT_MAX_PIXELS = 50_000_000   # ~7000x7000: any real photo, not a decompression bomb
 DEFAULT_MAX_MODEL_SIDE = 1333     # Grounding DINO's longest edge; larger sources are shrunk once
 MIN_MODEL_SIDE = 32               # tiny images are padded up to this for the models
 MAX_MODEL_ASPECT = 4.0            # elongated images are padded to at most 4:1 for the models
