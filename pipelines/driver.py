@@ -42,10 +42,11 @@ class OpenShard:
 
 class Driver:
     def __init__(self, plan: Plan, todo: "list[int]", *, root: str, out: str, meta: dict,
-                 prepare, workers: list, writer, batch_size: int, depth: int = 2,
+                 prep_opts: dict, prepare, workers: list, writer, batch_size: int, depth: int = 2,
                  max_crashes: int = 100, on_progress: "Callable[[int], None]" = lambda n: None,
                  log: "Callable[[str], None]" = print):
         self.plan, self.root, self.out, self.meta = plan, root, out, meta
+        self.prep_opts = prep_opts
         self.prepare, self.workers, self.writer = prepare, workers, writer
         self.batch_size, self.depth, self.max_crashes = batch_size, depth, max_crashes
         self.on_progress, self.log = on_progress, log
@@ -57,6 +58,8 @@ class Driver:
         self.writing: "dict[Any, int]" = {}
         self.infos: "list[dict]" = []
         self.crashes = 0
+        self.cooling: "dict[int, Any]" = {}   # worker -> ready() ref while it restarts
+        self.blamed: "dict[int, Any]" = {}
 
     # ------------------------------------------------------------------ scheduling
     def _open_more(self) -> None:
@@ -71,10 +74,9 @@ class Driver:
     def _dispatch(self) -> None:
         self._open_more()
         for w, handle in enumerate(self.workers):
-            while self.queue and len(self.per_worker[w]) < self.depth:
+            while w not in self.cooling and self.queue and len(self.per_worker[w]) < self.depth:
                 b = self.queue.popleft()
-                prep = self.prepare.remote(self.root, b.items, self.plan.models,
-                                           self.plan.precision)
+                prep = self.prepare.remote(self.root, b.items, self.prep_opts)
                 recs, count = handle.label.options(num_returns=2).remote(prep)
                 self.inflight[count] = (w, b, recs)
                 self.per_worker[w].append(count)
@@ -98,18 +100,23 @@ class Driver:
         del self.open[s.index]
 
     def _failed(self, w: int, count_ref, b: Batch, err: BaseException) -> None:
-        died = isinstance(err, RayActorError)
-        # A sequential actor runs its calls in order: only the oldest open call was running when
-        # the process died; the calls queued behind it are innocent and retried unchanged.
-        blamed = not died or (self.per_worker[w] and self.per_worker[w][0] == count_ref)
+        if isinstance(err, RayActorError):
+            if w not in self.cooling:   # first error of a death: one crash, one blamed call
+                self.crashes += 1
+                # A sequential actor runs its calls in order: only the oldest open call was
+                # running when the process died; the calls queued behind it are innocent.
+                self.blamed[w] = self.per_worker[w][0] if self.per_worker[w] else None
+                self.cooling[w] = self.workers[w].ready.remote()   # no new work until restarted
+                self.log(f"label worker {w} died ({type(err).__name__}); Ray restarts it, "
+                         f"its batches are requeued")
+                if self.crashes > self.max_crashes:
+                    raise RuntimeError(f"{self.crashes} label-worker crashes exceed --max-crashes "
+                                       f"{self.max_crashes}; finished shards are kept, a rerun "
+                                       f"resumes")
+            blamed = self.blamed.get(w) == count_ref
+        else:
+            blamed = True   # the labeler raised for this batch (it should not; see Labeler.label)
         self.per_worker[w].remove(count_ref)
-        if died:
-            self.crashes += 1
-            self.log(f"label worker {w} died ({'while labeling' if blamed else 'queued:'} "
-                     f"{b.items[0].key} +{len(b.items) - 1}); Ray restarts it, batch requeued")
-            if self.crashes > self.max_crashes:
-                raise RuntimeError(f"{self.crashes} label-worker crashes exceed --max-crashes "
-                                   f"{self.max_crashes}; finished shards are kept, rerun resumes")
         if not blamed:
             self.queue.appendleft(b)
             return
@@ -129,9 +136,22 @@ class Driver:
             self.on_progress(1)
             self._maybe_write(s)
 
+    def _revived(self, ref) -> None:
+        w = next(w for w, r in self.cooling.items() if r == ref)
+        try:
+            ray.get(ref)
+            del self.cooling[w]
+            self.blamed.pop(w, None)
+        except RayActorError:   # still restarting: ask again shortly
+            time.sleep(0.2)
+            self.cooling[w] = self.workers[w].ready.remote()
+
     def _collect(self, ready: list) -> None:
-        outcomes = []
+        outcomes, revived = [], []
         for ref in ready:
+            if ref in self.cooling.values():
+                revived.append(ref)   # handled last: errors of the same death come first
+                continue
             if ref in self.writing:
                 idx = self.writing.pop(ref)
                 try:
@@ -153,16 +173,17 @@ class Driver:
                 self._done(b, recs)
             else:
                 self._failed(w, ref, b, err)
+        for ref in revived:
+            self._revived(ref)
 
     def run(self) -> "list[dict]":
         """Label every shard in ``todo``; returns the manifest entries of the shards written."""
         self._dispatch()
         while self.inflight or self.writing or self.queue:
-            ready, _ = ray.wait(list(self.inflight) + list(self.writing), num_returns=1,
-                                timeout=5.0)
+            watch = list(self.inflight) + list(self.writing) + list(self.cooling.values())
+            ready, _ = ray.wait(watch, num_returns=1, timeout=5.0)
             if ready:   # take everything else that is ready too, then refill the workers
-                more, _ = ray.wait(list(self.inflight) + list(self.writing),
-                                   num_returns=len(self.inflight) + len(self.writing), timeout=0)
+                more, _ = ray.wait(watch, num_returns=len(watch), timeout=0)
                 self._collect(list(dict.fromkeys(ready + more)))
             self._dispatch()
         assert not self.open and not self.todo, "driver finished with open shards"

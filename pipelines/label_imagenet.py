@@ -162,8 +162,10 @@ def run(args) -> "dict[str, Any]":
             if bar is not None:
                 bar.update(n)
 
+        prep_opts = {k: provenance[k] for k in ("max_pixels", "max_model_side")
+                     if k in provenance}
         driver = Driver(plan, todo, root=args.imagenet_root, out=args.out, meta=meta,
-                        prepare=prepare, workers=workers, writer=writer,
+                        prep_opts=prep_opts,                        prepare=prepare, workers=workers, writer=writer,
                         batch_size=args.batch_size, depth=args.depth,
                         max_crashes=args.max_crashes, on_progress=progress,
                         log=(bar.write if bar is not None else print))

@@ -37,26 +37,19 @@ def short_error(e: BaseException) -> str:
     return msg if len(msg) <= MAX_REASON else msg[:MAX_REASON - 3] + "..."
 
 
-LABELER_MODULE = "labeling.labeler"
-
-
-def _labeler_module():
-    """``labeling.labeler``, or the module named by C2FMAE_PIPELINE_LABELER_MODULE (tests only)."""
-    import importlib
-
-    return importlib.import_module(os.environ.get("C2FMAE_PIPELINE_LABELER_MODULE", LABELER_MODULE))
-
-
 def _get_labeler(models: str, device: str, precision: str):
-    return _labeler_module().Labeler.from_preset(models, device=device, precision=precision)
+    from labeling.labeler import Labeler
+
+    return Labeler.from_preset(models, device=device, precision=precision)
 
 
 # ----------------------------------------------------------------------------- CPU stage
-def read_and_prepare(root: str, items: Sequence[Item], models: str, precision: str) -> list:
-    """Read the bytes of ``items`` and run the labeler's CPU stage on each. Returns, per item in
+def read_and_prepare(root: str, items: Sequence[Item], prep_opts: "dict[str, Any]") -> list:
+    """Read the bytes of ``items`` and run the labeler's CPU stage on each (no model loaded here;
+    ``prep_opts`` = max_pixels / max_model_side of the workers' labeler). Returns, per item in
     order, a ``Prepared`` or a complete failed record (unreadable file, undecodable image...)."""
-    SourceImage = _labeler_module().SourceImage
-    labeler = _get_labeler(models, "cpu", precision)
+    from labeling.images import SourceImage, prepare
+
     fs, base = open_fs(root)
     out: list = []
     for it in items:
@@ -68,7 +61,7 @@ def read_and_prepare(root: str, items: Sequence[Item], models: str, precision: s
                                      class_index=it.class_index))
             continue
         try:
-            out.append(labeler.prepare(SourceImage(it.key, it.wnid, it.class_index, data)))
+            out.append(prepare(SourceImage(it.key, it.wnid, it.class_index, data), **prep_opts))
         except Exception as e:  # the contract says prepare never raises; keep the run alive
             out.append(failed_record(it.key, f"prepare error: {short_error(e)}", wnid=it.wnid,
                                      class_index=it.class_index))
@@ -83,6 +76,9 @@ class LabelWorker:
                  crash_hook: "tuple[str, str] | None" = None):
         self.labeler = _get_labeler(models, device, precision)
         self.crash_hook = crash_hook
+
+    def ready(self) -> bool:
+        return True
 
     def provenance(self) -> "dict[str, Any]":
         return self.labeler.provenance()
