@@ -167,14 +167,17 @@ def main(argv=None) -> dict:
     dtype = amp_dtype(cfg, device)
     m, d = cfg["model"], cfg["data"]
     log = print if rank == 0 else (lambda *a, **k: None)
+    model = ck = None
+    if args.eval_only:  # the checkpoint's resolution wins over the config's
+        ckpt = args.checkpoint or os.path.join(args.output_dir, CHECKPOINT)
+        model, ck = load_finetuned(ckpt)
+        m = {**m, "img_size": int(ck["timm_kwargs"].get("img_size", m["img_size"]))}
     val_ds = ImageFolderSplit(os.path.join(root, d["val_split"]),
                               transform=eval_transform(m["img_size"], d["eval_crop_pct"]),
                               limit=d["limit_val"])
     val_loader = make_loader(val_ds, cfg["optim"]["batch_per_gpu"], False, cfg, world, rank)
 
     if args.eval_only:
-        ckpt = args.checkpoint or os.path.join(args.output_dir, CHECKPOINT)
-        model, ck = load_finetuned(ckpt)
         stats = topk_counts(model.to(device), val_loader, device, amp_dtype=dtype)
         stats.update(checkpoint=os.path.abspath(ckpt), split=d["val_split"], epoch=ck.get("epoch"))
         if rank == 0:

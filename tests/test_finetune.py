@@ -121,5 +121,9 @@ def test_tiny_finetune_then_eval_only_on_real_images(imagenet_sample, tmp_path):
     model, ck = load_finetuned(str(out / "checkpoint.pth"))
     assert model.pos_embed.shape[1] == 1 + 16 and ck["epoch"] == 0
     assert not torch.equal(model.head.weight, torch.zeros_like(model.head.weight))
-    again = finetune_main(args + ["--eval-only"])  # same model + val images -> same numbers
+    # same model + val images -> same numbers, even under the 224-px paper config
+    again = finetune_main(["--config", "finetune_vitb_400ep", "--imagenet-root",
+                           str(imagenet_sample), "--output-dir", str(out), "--eval-only",
+                           "--set", "data.val_split=train", "--set", "data.limit_val=12",
+                           "--set", "data.num_workers=0"])
     assert (again["top1"], again["top5"]) == (stats["top1"], stats["top5"])
