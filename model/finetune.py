@@ -57,8 +57,10 @@ def amp_dtype(cfg: dict, device: torch.device) -> "torch.dtype | None":
 
 def make_loader(ds, batch: int, train: bool, cfg: dict, world: int, rank: int, seed: int = 0):
     sampler = None
-    if world > 1:
-        sampler = torch.utils.data.DistributedSampler(ds, world, rank, shuffle=train, seed=seed)
+    if world > 1 and train:
+        sampler = torch.utils.data.DistributedSampler(ds, world, rank, shuffle=True, seed=seed)
+    elif world > 1:  # evaluation: a strided shard per rank, no padding duplicates -> exact counts
+        ds = torch.utils.data.Subset(ds, range(rank, len(ds), world))
     g = torch.Generator().manual_seed(seed)
     d = cfg["data"]
     return torch.utils.data.DataLoader(
