@@ -53,7 +53,7 @@ def build_dataset(cfg: dict, train: bool, split: "str | None" = None):
         tf = TrainTransform(size, stride, scale=tuple(d["crop_scale"]),
                             flip_p=0.5 if d["hflip"] else 0.0, max_instances=k)
     else:
-        tf = EvalTransform(size, stride, max_instances=k)
+        tf = EvalTransform(size, stride, resize=round(size * 256 / 224), max_instances=k)
     return ImageNetMultiGranular(d["root"], d["imagenet_root"], split=split or d["split"],
                                  transform=tf, size=size, stride=stride, max_instances=k,
                                  on_error=d["on_error"])
