@@ -57,9 +57,9 @@ class SamHQSegmenter:
                                  input_boxes=b[None].to(self.device, self.dtype),
                                  multimask_output=False, hq_token_only=self.hq_token_only)
                 masks = self.image_processor.post_process_masks(
-                    [res.pred_masks[0].float().cpu()], inp["original_sizes"][j:j + 1],
+                    [res.pred_masks[0].float()], inp["original_sizes"][j:j + 1],
                     inp["reshaped_input_sizes"][j:j + 1], binarize=True)[0]
-                out[i] = masks[:, 0].numpy().astype(bool)
+                out[i] = masks[:, 0].cpu().numpy().astype(bool)
         return out
 
 
