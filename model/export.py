@@ -99,8 +99,10 @@ def main(argv=None) -> int:
     except (ckpt.CheckpointError, KeyError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    extra = {k: v for k, v in json.loads(meta["timm_kwargs"]).items()
+             if k not in ("num_classes", "global_pool")}
     print(f"wrote {args.out}: timm.create_model({meta['timm_model']!r}, num_classes=0, "
-          f"global_pool='avg', **{meta['timm_kwargs']})")
+          f"global_pool='avg', **{extra})")
     return 0
 
 

@@ -87,6 +87,12 @@ def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=
 
     ckpt.seed_everything(t["seed"])  # identical init on every rank
     model = build_run_model(cfg).to(dev)
+    mc, d = getattr(model, "config", None), cfg["data"]
+    for key, data_key in (("img_size", "img_size"), ("mask_stride", "mask_stride"),
+                          ("max_instances", "max_instances")):
+        if mc is not None and getattr(mc, key, d[data_key]) != d[data_key]:
+            raise ConfigError(f"data.{data_key}={d[data_key]} but the model has {key}="
+                              f"{getattr(mc, key)}; set model.overrides.{key} to match")
     optimizer = build_optimizer(model, peak_lr, o["weight_decay"], o["betas"])
     autocast, fp16 = autocast_ctx(cfg, dev)
     scaler = torch.amp.GradScaler(dev.type, enabled=fp16)
