@@ -76,17 +76,51 @@ def _rand(shape, device, generator):
     return torch.rand(shape, device=device, generator=generator)
 
 
+_RAND_BITS = 31
+
+
+def _rand_int(shape, device, generator):
+    return torch.randint(0, 2 ** _RAND_BITS, shape, device=device, generator=generator)
+
+
+def _order_by_key(key: torch.Tensor, generator=None, descending: bool = False) -> torch.Tensor:
+    """Column order of each row by an integer key (int64 >= 0), ties in uniformly random order:
+    one sort of ``key * 2^31 + random``."""
+    rnd = _rand_int(key.shape, key.device, generator)
+    full = key.long() * (2 ** _RAND_BITS) + rnd
+    return full.argsort(dim=1, descending=descending)
+
+
+def _first_k(order: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Mask of the columns at the first k[r] places of ``order``."""
+    ar = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return torch.empty(order.shape, dtype=torch.bool, device=order.device).scatter_(
+        1, order, ar < k.unsqueeze(1))
+
+
 def rank_random(scores: torch.Tensor, generator=None, descending: bool = True) -> torch.Tensor:
     """Rank of every column in its row by score (0 = highest), ties broken uniformly at random."""
-    perm = _rand(scores.shape, scores.device, generator).argsort(dim=1)
-    order = perm.gather(1, scores.gather(1, perm).argsort(dim=1, descending=descending, stable=True))
+    order = _order_by_key(_dense_levels(scores, descending), generator)
     ar = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
     return torch.empty_like(order).scatter_(1, order, ar)
 
 
+def _dense_levels(scores: torch.Tensor, descending: bool = True) -> torch.Tensor:
+    """Integer level per entry, 0 for the best score of the row; equal scores share a level."""
+    srt = scores.sort(dim=1, descending=descending).values
+    new = torch.ones_like(srt, dtype=torch.long)
+    new[:, 1:] = (srt[:, 1:] != srt[:, :-1]).long()
+    lev_sorted = new.cumsum(1) - 1
+    # level of each entry = level of its value in the sorted row (searchsorted on the sorted row)
+    key = -srt if descending else srt
+    q = -scores if descending else scores
+    pos = torch.searchsorted(key.contiguous(), q.contiguous())
+    return lev_sorted.gather(1, pos)
+
+
 def topk_mask(scores: torch.Tensor, k: torch.Tensor, generator=None) -> torch.Tensor:
     """eq. (11): mask the k[r] highest-scoring columns of each row r (ties at random)."""
-    return rank_random(scores, generator) < k.unsqueeze(1)
+    return _first_k(_order_by_key(_dense_levels(scores), generator), k)
 
 
 def allocate(total: torch.Tensor, weights: torch.Tensor, capacity: torch.Tensor,
@@ -112,10 +146,10 @@ def allocate(total: torch.Tensor, weights: torch.Tensor, capacity: torch.Tensor,
         x = torch.minimum(x + need.clamp_min(0) * wf / wf.sum(1, keepdim=True).clamp_min(1e-300), cap)
     base = x.floor().clamp(max=cap)
     rem = (total - base.sum(1).round().long()).clamp(min=0)
-    frac = torch.where(base < cap, x - base, -1.0)
-    # bins with zero weight but spare room take what float rounding could not place
-    frac = torch.where((frac <= 0) & (base < cap), -0.5, frac)
-    out = base.long() + topk_mask(frac, rem, generator).long()
+    # largest remainder first; remainders equal to 2^-20 are ties (broken at random); full bins last
+    q = ((x - base) * 2 ** 20).floor().long().clamp(0, 2 ** 20 - 1) + 1
+    q = torch.where(base < cap, q, 0)
+    out = base.long() + _first_k(_order_by_key(q, generator, descending=True), rem).long()
     return torch.minimum(out, capacity.long())
 
 
@@ -144,8 +178,7 @@ def in_region_mask(region: torch.Tensor, counts: torch.Tensor, generator=None) -
     """Mask ``counts[r, c]`` random patches among those of row r with ``region == c``."""
     R, N = region.shape
     K = counts.shape[1]
-    perm = _rand((R, N), region.device, generator).argsort(dim=1)
-    order = perm.gather(1, region.gather(1, perm).argsort(dim=1, stable=True))
+    order = _order_by_key(region, generator)  # grouped by region, random inside
     reg_sorted = region.gather(1, order)
     sizes = torch.zeros(R, K, dtype=torch.long, device=region.device)
     sizes.scatter_add_(1, region, torch.ones_like(region))
@@ -183,7 +216,8 @@ def object_patches(instance: torch.Tensor, grid: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------- strategies
 def random_mask(counts: torch.Tensor, num_patches: int, generator=None) -> torch.Tensor:
     """eq. (9): counts[r] uniformly random masked patches per row."""
-    return topk_mask(torch.zeros(counts.shape[0], num_patches, device=counts.device), counts, generator)
+    order = _rand((counts.shape[0], num_patches), counts.device, generator).argsort(dim=1)
+    return _first_k(order, counts)
 
 
 def semantic_guided_mask(labels: torch.Tensor, counts: torch.Tensor, num_regions: int,
@@ -214,12 +248,17 @@ def blend_mask(counts: torch.Tensor, alphas: Tuple[float, float, float],
                sg: Optional[torch.Tensor], ig: Optional[torch.Tensor], rd: Optional[torch.Tensor],
                generator=None) -> torch.Tensor:
     """eq. (10) scores, eq. (11) top-k. Strategies with zero weight may be passed as None."""
-    scores = None
-    for a, m in zip(alphas, (sg, ig, rd)):
-        if a > 0:
-            term = a * m.float()
-            scores = term if scores is None else scores + term
-    return topk_mask(scores, counts, generator)
+    present = [(a, m) for a, m in zip(alphas, (sg, ig, rd)) if a > 0]
+    if len(present) == 1:
+        return present[0][1].clone()
+    # each patch's score is a sum of a subset of the weights: rank the 2^S subsets once, so that
+    # the per-patch key is a small integer level (equal scores -> equal level -> random order)
+    S = len(present)
+    combo = sum(m.long() << i for i, (_, m) in enumerate(present))
+    subset_scores = torch.tensor([sum(a for i, (a, _) in enumerate(present) if c >> i & 1)
+                                  for c in range(2 ** S)], dtype=torch.float64)
+    level = (subset_scores.unsqueeze(0) > subset_scores.unsqueeze(1)).sum(1)  # 0 = best
+    return _first_k(_order_by_key(level.to(combo.device)[combo], generator), counts)
 
 
 # ---------------------------------------------------------------------------------- generator
