@@ -9,6 +9,7 @@ an image that crashed a worker twice alone becomes a ``failed`` row.
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -29,6 +30,7 @@ class Batch:
     items: "list[Item]"
     attempts: int = 0
     last_error: str = ""
+    prep: Any = None        # ObjectRef of the CPU stage's output, submitted ahead of a worker
 
 
 @dataclass
@@ -71,16 +73,24 @@ class Driver:
             self.open[idx] = OpenShard(idx, [it.key for it in items], len(bs))
             self.queue.extend(Batch(idx, (b,), its) for b, its in enumerate(bs))
 
+    def _prefetch(self) -> None:
+        """Start the CPU stage of the next batches before a worker is free for them."""
+        for b in itertools.islice(self.queue, len(self.workers) * self.depth):
+            if b.prep is None:
+                b.prep = self.prepare.remote(self.root, b.items, self.prep_opts)
+
     def _dispatch(self) -> None:
         self._open_more()
         for w, handle in enumerate(self.workers):
             while w not in self.cooling and self.queue and len(self.per_worker[w]) < self.depth:
                 b = self.queue.popleft()
-                prep = self.prepare.remote(self.root, b.items, self.prep_opts)
-                recs, count = handle.label.options(num_returns=2).remote(prep)
+                if b.prep is None:
+                    b.prep = self.prepare.remote(self.root, b.items, self.prep_opts)
+                recs, count = handle.label.options(num_returns=2).remote(b.prep)
                 self.inflight[count] = (w, b, recs)
                 self.per_worker[w].append(count)
                 self._open_more()
+        self._prefetch()
 
     # ------------------------------------------------------------------ results
     def _done(self, b: Batch, recs) -> None:

@@ -169,7 +169,9 @@ def run(args) -> "dict[str, Any]":
                         batch_size=args.batch_size, depth=args.depth,
                         max_crashes=args.max_crashes, on_progress=progress,
                         log=(bar.write if bar is not None else print))
+        t_label = time.perf_counter()
         infos = driver.run()
+        label_s = time.perf_counter() - t_label
         if bar is not None:
             bar.close()
     finally:
@@ -180,7 +182,7 @@ def run(args) -> "dict[str, Any]":
     wall = time.perf_counter() - t0
     entry = write_summary(args.out, plan.split, {
         "labeled_this_run": labeled, "shards_written": len(infos), "shards_skipped": len(done),
-        "wall_s": wall, "workers": n_workers, "device": device,
+        "wall_s": wall, "label_s": label_s, "workers": n_workers, "device": device,
         "gpus": n_workers * gpw if device == "cuda" else 0, "plan": plan.fingerprint,
         "crashes": driver.crashes})
     print(format_summary(plan.split, entry), flush=True)

@@ -1,6 +1,7 @@
-"""The Ray labeling pipeline end to end on a local Ray (one session shared by the module),
-tiny-random models and the real sample images: full run + verify, worker killed, driver killed
-and resumed, bad inputs. Every run is compared row by row with one uninterrupted reference run."""
+"""The Ray labeling pipeline end to end on a local Ray (one session shared by the module) and the
+real sample images: a full run over all 100 (fake models: every stage but the networks) that
+verify accepts; then with tiny-random models a worker killed, a driver killed and resumed, and bad
+inputs. Interrupted runs are compared row by row with one uninterrupted tiny-random run."""
 from __future__ import annotations
 
 import io
@@ -25,8 +26,11 @@ from pipelines.plan import list_images  # noqa: E402
 from pipelines.stages import CRASH_FLAG_ENV, CRASH_KEY_ENV  # noqa: E402
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipelines", "label_imagenet.py")
-COMMON = ["--models", "tiny-random", "--shard-size", "8", "--batch-size", "4", "--workers", "2",
+COMMON = ["--models", "tiny-random", "--shard-size", "8", "--batch-size", "8", "--workers", "2",
           "--no-progress"]
+
+
+REF_IMAGES = 24
 
 
 def _argv(root, out, *extra):
@@ -53,22 +57,38 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def reference(ray_session, imagenet_sample, tmp_path_factory):
-    """One uninterrupted run over all 100 sample images."""
+    """One uninterrupted tiny-random run over the first REF_IMAGES sample images."""
     out = tmp_path_factory.mktemp("reference")
-    entry = label_imagenet.run(label_imagenet.parse_args(_argv(imagenet_sample, out)))
-    return out, entry, _rows(out)
+    entry = label_imagenet.run(label_imagenet.parse_args(
+        _argv(imagenet_sample, out, "--limit", str(REF_IMAGES))))
+    rows = _rows(out)
+    assert entry["run"]["labeled_this_run"] == REF_IMAGES == len(rows)
+    return out, entry, rows
 
 
-def test_full_run_is_verified_and_complete(reference, imagenet_sample):
-    out, entry, rows = reference
+def test_full_run_over_the_sample_is_verified_and_complete(ray_session, imagenet_sample,
+                                                           tmp_path):
+    out = tmp_path / "out"
+    argv = _argv(imagenet_sample, out, "--models", "fake")   # argparse: the last --models wins
+    entry = label_imagenet.run(label_imagenet.parse_args(argv))
     listing = [it.key for it in list_images(str(imagenet_sample), "train")[0]]
-    assert sorted(rows) == listing and len(listing) == 100          # every image exactly once
+    assert sorted(_rows(out)) == listing and len(listing) == 100     # every image exactly once
     report = verify(str(out), imagenet_root=str(imagenet_sample), full=True)
     assert report.ok, report.text()
-    assert entry["images"] == 100 and entry["ok"] + entry["failed"] == 100
+    assert entry["images"] == 100 and entry["ok"] == 100 and entry["failed"] == 0
     assert entry["shards"] == 13 and entry["run"]["labeled_this_run"] == 100
     assert sum(entry["threshold_histogram"].values()) == entry["ok"]
     assert (out / "summary.json").exists() and (out / "manifest.json").exists()
+    # the same command again: everything is finished, nothing is relabeled (no Ray needed)
+    again = label_imagenet.run(label_imagenet.parse_args(argv))
+    assert again["run"]["shards_skipped"] == 13 and again["run"]["labeled_this_run"] == 0
+    assert verify(str(out)).ok
+
+
+def test_reference_run_is_verified(reference, imagenet_sample):
+    out, entry, _ = reference
+    assert entry["ok"] + entry["failed"] == REF_IMAGES and entry["shards"] == 3
+    assert verify(str(out), imagenet_root=str(imagenet_sample), full=True).ok
 
 
 def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, imagenet_sample, tmp_path,
@@ -76,7 +96,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, imagenet_
     _, _, ref = reference
     keys = sorted(ref)[:16]
     flag = tmp_path / "crashed"
-    monkeypatch.setenv(CRASH_KEY_ENV, keys[5])      # second batch of shard 0
+    monkeypatch.setenv(CRASH_KEY_ENV, keys[10])     # shard 1, while shard 0 is labeled too
     monkeypatch.setenv(CRASH_FLAG_ENV, str(flag))
     out = tmp_path / "out"
     entry = label_imagenet.run(label_imagenet.parse_args(_argv(imagenet_sample, out,
@@ -90,10 +110,10 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, imagenet_
 
 def test_driver_killed_then_resumed_equals_uninterrupted(reference, imagenet_sample, tmp_path):
     _, _, ref = reference
-    keys = sorted(ref)[:40]
+    keys = sorted(ref)
     out = tmp_path / "out"
     address = ray.get_runtime_context().gcs_address
-    cmd = [sys.executable, SCRIPT, *_argv(imagenet_sample, out, "--limit", "40"),
+    cmd = [sys.executable, SCRIPT, *_argv(imagenet_sample, out, "--limit", "24"),
            "--address", address]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -111,12 +131,12 @@ def test_driver_killed_then_resumed_equals_uninterrupted(reference, imagenet_sam
             os.killpg(proc.pid, signal.SIGKILL)
     time.sleep(1.0)   # a shard write already in flight may still land (atomically)
     before = {rel: (out / rel).stat().st_mtime_ns for rel in list_shards(str(out))}
-    assert 1 <= len(before) < 5
+    assert 1 <= len(before) < 3
 
     entry = label_imagenet.run(label_imagenet.parse_args(_argv(imagenet_sample, out,
-                                                               "--limit", "40")))
+                                                               "--limit", "24")))
     assert entry["run"]["shards_skipped"] == len(before)
-    assert entry["run"]["shards_written"] == 5 - len(before)
+    assert entry["run"]["shards_written"] == 3 - len(before)
     assert all((out / rel).stat().st_mtime_ns == t for rel, t in before.items())  # not redone
     rows = _rows(out)
     assert rows == {k: ref[k] for k in keys}
