@@ -5,8 +5,9 @@ Only this module and ``label_imagenet.py`` import Ray; ``labeling`` stays Ray-fr
 
 Test-only fault hook: when the driver's environment holds ``C2FMAE_PIPELINE_CRASH_KEY=<key>`` and
 ``C2FMAE_PIPELINE_CRASH_FLAG=<path>``, a label worker that receives a batch holding ``<key>``
-while ``<path>`` does not exist creates ``<path>`` and kills its own process (``os._exit``), once.
-Nothing else reads these variables; never set them outside tests.
+appends a line to ``<path>`` and kills its own process (``os._exit``) while ``<path>`` has fewer
+than ``C2FMAE_PIPELINE_CRASH_TIMES`` lines (default 1: once; a large value makes ``<key>`` a
+poison image). Nothing else reads these variables; never set them outside tests.
 """
 from __future__ import annotations
 
@@ -24,12 +25,13 @@ from .plan import STATE_DIR, Item
 
 CRASH_KEY_ENV = "C2FMAE_PIPELINE_CRASH_KEY"
 CRASH_FLAG_ENV = "C2FMAE_PIPELINE_CRASH_FLAG"
+CRASH_TIMES_ENV = "C2FMAE_PIPELINE_CRASH_TIMES"
 MAX_REASON = 500
 
 
-def crash_hook_from_env() -> "tuple[str, str] | None":
+def crash_hook_from_env() -> "tuple[str, str, int] | None":
     key, flag = os.environ.get(CRASH_KEY_ENV), os.environ.get(CRASH_FLAG_ENV)
-    return (key, flag) if key and flag else None
+    return (key, flag, int(os.environ.get(CRASH_TIMES_ENV, "1"))) if key and flag else None
 
 
 def short_error(e: BaseException) -> str:
@@ -73,7 +75,7 @@ class LabelWorker:
     """Holds one Labeler (models loaded once per worker process) and labels prepared batches."""
 
     def __init__(self, models: str, device: str, precision: str,
-                 crash_hook: "tuple[str, str] | None" = None):
+                 crash_hook: "tuple[str, str, int] | None" = None):
         self.labeler = _get_labeler(models, device, precision)
         self.crash_hook = crash_hook
 
@@ -100,11 +102,14 @@ class LabelWorker:
     def _maybe_crash(self, prepared: list) -> None:
         if not self.crash_hook:
             return
-        key, flag = self.crash_hook
+        key, flag, times = self.crash_hook
         keys = {p["key"] if isinstance(p, dict) else p.key for p in prepared}
-        if key in keys and not os.path.exists(flag):
-            with open(flag, "w") as f:
-                f.write(f"worker pid {os.getpid()} crashed on {key}\n")
+        if key not in keys:
+            return
+        done = open(flag).read().count("\n") if os.path.exists(flag) else 0
+        if done < times:
+            with open(flag, "a") as f:
+                f.write(f"worker pid {os.getpid()} crashed on {key} ({len(keys)} keys)\n")
             os._exit(17)
 
 

@@ -23,7 +23,7 @@ from c2fmae_data.shards import iter_shard, list_shards, open_fs  # noqa: E402
 from c2fmae_data.verify import verify  # noqa: E402
 from pipelines import label_imagenet  # noqa: E402
 from pipelines.plan import list_images  # noqa: E402
-from pipelines.stages import CRASH_FLAG_ENV, CRASH_KEY_ENV  # noqa: E402
+from pipelines.stages import CRASH_FLAG_ENV, CRASH_KEY_ENV, CRASH_TIMES_ENV  # noqa: E402
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipelines", "label_imagenet.py")
 COMMON = ["--models", "tiny-random", "--shard-size", "8", "--batch-size", "8", "--workers", "2",
@@ -106,6 +106,32 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, imagenet_
     rows = _rows(out)
     assert sorted(rows) == keys
     assert rows == {k: ref[k] for k in keys}      # redone batch is bit-identical
+
+
+def test_poison_image_becomes_one_failed_row(ray_session, imagenet_sample, tmp_path,
+                                             monkeypatch):
+    """An image that kills its worker every time: its batch is split, the image alone fails
+    twice and is recorded as failed; its batch mates are labeled; the run completes."""
+    keys = [it.key for it in list_images(str(imagenet_sample), "train")[0]][:6]
+    flag = tmp_path / "crashes"
+    monkeypatch.setenv(CRASH_KEY_ENV, keys[1])
+    monkeypatch.setenv(CRASH_FLAG_ENV, str(flag))
+    monkeypatch.setenv(CRASH_TIMES_ENV, "1000")
+    out = tmp_path / "out"
+    entry = label_imagenet.run(label_imagenet.parse_args(_argv(
+        imagenet_sample, out, "--models", "fake", "--limit", "6", "--batch-size", "3",
+        "--workers", "1", "--depth", "1")))
+    crashes = flag.read_text().splitlines()
+    assert len(crashes) == 4 == entry["run"]["crashes"]    # batch x2, then the image alone x2
+    assert [c.endswith("(3 keys)") for c in crashes] == [True, True, False, False]
+    fs, base = open_fs(str(out))
+    rows = {r["key"]: r for rel in list_shards(str(out))
+            for r in iter_shard(fs, f"{base}/{rel}", columns=["key", "status", "reason"])}
+    assert sorted(rows) == keys
+    assert rows[keys[1]]["status"] == "failed"
+    assert rows[keys[1]]["reason"].startswith("labeling crashed 2x on this image alone")
+    assert all(rows[k]["status"] == "ok" for k in keys if k != keys[1])
+    assert verify(str(out), full=True).ok
 
 
 def test_driver_killed_then_resumed_equals_uninterrupted(reference, imagenet_sample, tmp_path):
