@@ -167,7 +167,8 @@ def dirichlet_masked_counts(batch: int, granularities: int, num_patches: int, nu
     if alpha == 1.0:  # Dirichlet(1) = normalised Exp(1) draws; reproducible with a generator
         g = -torch.log(_rand((batch, G), device, generator).clamp_min(1e-12))
     else:
-        g = torch._standard_gamma(torch.full((batch, G), float(alpha), device=device))
+        conc = torch.full((batch, G), float(alpha), device=device)
+        g = torch.distributions.Gamma(conc, torch.ones_like(conc)).sample()
     shares = g / g.sum(1, keepdim=True)
     total = torch.full((batch,), num_visible, device=device, dtype=torch.long)
     cap = torch.full((batch, G), N, device=device, dtype=torch.long)
