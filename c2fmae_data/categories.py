@@ -166,12 +166,27 @@ def semantic_palette() -> "list[tuple[int, int, int]]":
     return pal
 
 
+def _timm_info_file(name: str) -> str:
+    """Text of a file of timm's shipped ImageNet metadata (``timm/data/_info``), read without
+    importing timm (which would import torch: ~3 s for every CLI call)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("timm is required for the ImageNet class lists (pip install timm)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "_info", name)
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 @functools.lru_cache(maxsize=1)
 def imagenet_wnids() -> "tuple[str, ...]":
-    """The 1000 ImageNet-1K synset ids in timm's class-index order."""
-    from timm.data import ImageNetInfo
-
-    return tuple(ImageNetInfo().label_names())
+    """The 1000 ImageNet-1K synset ids in timm's class-index order (``imagenet_synsets.txt``)."""
+    wnids = tuple(_timm_info_file("imagenet_synsets.txt").split())
+    if len(wnids) != NUM_IMAGENET_CLASSES:
+        raise ImportError(f"timm's imagenet_synsets.txt lists {len(wnids)} classes, not 1000")
+    return wnids
 
 
 @functools.lru_cache(maxsize=1)
@@ -182,8 +197,6 @@ def imagenet_wnid_to_index() -> "dict[str, int]":
 @functools.lru_cache(maxsize=1)
 def imagenet_lemmas() -> "tuple[tuple[str, ...], ...]":
     """For every class index, the synset's lemmas (e.g. ('tench', 'Tinca tinca'))."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return tuple(tuple(s.strip() for s in info.index_to_description(i).split(",") if s.strip())
-                 for i in range(NUM_IMAGENET_CLASSES))
+    table = dict(line.split("\t", 1) for line in _timm_info_file("imagenet_synset_to_lemma.txt")
+                 .splitlines() if "\t" in line)
+    return tuple(tuple(s.strip() for s in table[w].split(",") if s.strip()) for w in imagenet_wnids())
