@@ -80,7 +80,7 @@ class GroundingDinoDetector:
             raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
         if not images:
             return []
-        pix = self.image_processor(images=[torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)
+        pix = self.image_processor(images=[torch.from_numpy(np.require(im, requirements="CW")).permute(2, 0, 1)
                                            for im in images], return_tensors="pt")
         text = self.tokenizer([p.text for p in prompts], padding="longest", truncation=True,
                               max_length=self.max_text_len, return_tensors="pt")
