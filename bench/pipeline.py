@@ -130,8 +130,8 @@ def per_gpu_figure() -> "tuple[float, str]":
     hit = m and re.search(r"([\d.]+)\s*images/s per GPU", m.group(1))
     if hit:
         return float(hit.group(1)), "measured by bench/labeling.py (docs/benchmarks.md)"
-    return ASSUMED_PER_GPU, ("ASSUMED (no GPU measurement exists yet): Grounding DINO-B + SAM-HQ-H "
-                             "+ Mask2Former Swin-L at ~800x1333 on one A100 in bf16")
+    return ASSUMED_PER_GPU, ("an ASSUMPTION, no GPU measurement exists yet: Grounding DINO-B + "
+                             "SAM-HQ-H + Mask2Former Swin-L at ~800x1333 on one A100 in bf16")
 
 
 def main(argv=None) -> None:
@@ -185,7 +185,8 @@ machine, labeling time of the driver (Ray and model start-up excluded), median o
 - **Pipeline overhead: {overhead_ms:.2f} ms per image** (`fake:0` pipeline minus the serial
   baseline, per image; it includes the object-store hops, task/actor calls and the separate writer
   task, and is hidden behind model time as long as the CPU stage keeps up).
-- Ray core vs Ray Data on the same 2-worker job: {m['data2'] / m['w2']:.2f}x the time.
+- The Ray Data stream took {m['data2'] / m['w2']:.2f}x the time of the Ray core pipeline on the
+  same 2-worker job.
 - Projection for ImageNet-1K train ({IMAGENET_TRAIN:,} images) on 8 GPUs at {per_gpu:g}
   images/s per GPU ({source}): **{hours:.1f} h** of labeling (plus start-up and any resume).
 - No GPU was available: the full-size default models were not run here. 1-minute load average

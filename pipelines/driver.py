@@ -21,6 +21,7 @@ from .plan import Item, Plan, batches
 from .stages import crashed_item_record, short_error
 
 MAX_ATTEMPTS = 2   # tries of one batch (or one image) before it is split (or marked failed)
+REVIVE_TIMEOUT_S = 1800   # a restarted worker must load its models within this time
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Driver:
         self.crashes = 0
         self.cooling: "dict[int, Any]" = {}   # worker -> ready() ref while it restarts
         self.blamed: "dict[int, Any]" = {}
+        self.cooling_since: "dict[int, float]" = {}
 
     # ------------------------------------------------------------------ scheduling
     def _open_more(self) -> None:
@@ -117,6 +119,7 @@ class Driver:
                 # running when the process died; the calls queued behind it are innocent.
                 self.blamed[w] = self.per_worker[w][0] if self.per_worker[w] else None
                 self.cooling[w] = self.workers[w].ready.remote()   # no new work until restarted
+                self.cooling_since[w] = time.monotonic()
                 self.log(f"label worker {w} died ({type(err).__name__}); Ray restarts it, "
                          f"its batches are requeued")
                 if self.crashes > self.max_crashes:
@@ -152,7 +155,11 @@ class Driver:
             ray.get(ref)
             del self.cooling[w]
             self.blamed.pop(w, None)
-        except RayActorError:   # still restarting: ask again shortly
+        except RayActorError as e:   # still restarting: ask again shortly
+            if time.monotonic() - self.cooling_since[w] > REVIVE_TIMEOUT_S:
+                raise RuntimeError(f"label worker {w} did not come back within "
+                                   f"{REVIVE_TIMEOUT_S} s ({short_error(e)}); finished shards "
+                                   f"are kept, a rerun resumes") from e
             time.sleep(0.2)
             self.cooling[w] = self.workers[w].ready.remote()
 

@@ -138,7 +138,8 @@ def run(args) -> "dict[str, Any]":
 
     init_ray(args)
     device, n_workers, gpw, cpus = resources(args)
-    local_out = open_fs(args.out)[0].protocol in ("file", ("file", "local"), "local")
+    proto = open_fs(args.out)[0].protocol
+    local_out = "file" in (proto if isinstance(proto, (tuple, list)) else (proto,))
     prepare, Worker, writer = remote_functions(local_out, cpus, gpw, max_restarts=-1)
     hook = crash_hook_from_env()
     workers = [Worker.remote(args.models, device, args.precision, hook) for _ in range(n_workers)]
