@@ -74,8 +74,10 @@ def init_ray(args) -> None:
         import pipelines
 
         runtime_env = {"py_modules": [os.path.dirname(m.__file__)
-                                      for m in (c2fmae_data, labeling, pipelines)],
-                       "env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}}
+                                      for m in (c2fmae_data, labeling, pipelines)]}
+        hub = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_HOME") if k in os.environ}
+        if hub:   # workers find weights the way the driver does
+            runtime_env["env_vars"] = hub
     if args.address:
         ray.init(address=args.address, runtime_env=runtime_env)
     else:
