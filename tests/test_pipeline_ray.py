@@ -69,11 +69,12 @@ def reference(ray_session, imagenet_sample, tmp_path_factory):
 def test_full_run_over_the_sample_is_verified_and_complete(ray_session, imagenet_sample,
                                                            tmp_path):
     out = tmp_path / "out"
-    argv = _argv(imagenet_sample, out, "--models", "fake")   # argparse: the last --models wins
+    url = f"file://{out}"            # output given as an fsspec URL
+    argv = _argv(imagenet_sample, url, "--models", "fake")   # argparse: the last --models wins
     entry = label_imagenet.run(label_imagenet.parse_args(argv))
     listing = [it.key for it in list_images(str(imagenet_sample), "train")[0]]
     assert sorted(_rows(out)) == listing and len(listing) == 100     # every image exactly once
-    report = verify(str(out), imagenet_root=str(imagenet_sample), full=True)
+    report = verify(url, imagenet_root=str(imagenet_sample), full=True)
     assert report.ok, report.text()
     assert entry["images"] == 100 and entry["ok"] == 100 and entry["failed"] == 0
     assert entry["shards"] == 13 and entry["run"]["labeled_this_run"] == 100
