@@ -97,8 +97,9 @@ def resources(args) -> "tuple[str, int, float, float]":
     return device, workers, gpw, cpus
 
 
-def _known_infos(out: str, split: str) -> "list[ShardInfo]":
-    """Manifest entries of shards finished by earlier runs (ledger written after each shard)."""
+def _known_infos(out: str) -> "list[ShardInfo]":
+    """Manifest entries of shards finished by earlier runs, every split (a ledger entry is written
+    after each shard; build_manifest rehashes any shard whose size disagrees)."""
     import json
 
     fs, base = open_fs(out)
@@ -106,7 +107,7 @@ def _known_infos(out: str, split: str) -> "list[ShardInfo]":
     infos = []
     if fs.exists(d):
         for p in fs.ls(d, detail=False):
-            if p.endswith(".json") and os.path.basename(p).startswith(f"{split}-"):
+            if p.endswith(".json"):
                 with fs.open(p, "r") as f:
                     infos.append(ShardInfo(**json.load(f)))
     return infos
@@ -131,7 +132,7 @@ def run(args) -> "dict[str, Any]":
           f"{plan.shard_size}; {len(done)} finished, {len(todo)} to label", flush=True)
 
     if not todo:   # nothing to label: no Ray, no models; provenance comes from the shards
-        build_manifest(args.out, known=_known_infos(args.out, plan.split))
+        build_manifest(args.out, known=_known_infos(args.out))
         entry = write_summary(args.out, plan.split, {
             "labeled_this_run": 0, "shards_written": 0, "shards_skipped": len(done),
             "wall_s": time.perf_counter() - t0, "plan": plan.fingerprint})
@@ -180,7 +181,7 @@ def run(args) -> "dict[str, Any]":
     finally:
         for w in workers:
             ray.kill(w)
-    known = _known_infos(args.out, plan.split) + [ShardInfo(**i) for i in infos]
+    known = _known_infos(args.out) + [ShardInfo(**i) for i in infos]
     build_manifest(args.out, provenance=meta["provenance"], known=known)
     wall = time.perf_counter() - t0
     entry = write_summary(args.out, plan.split, {
