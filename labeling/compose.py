@@ -7,6 +7,9 @@
 3. Finalize: areas are counted on the final map; detections left with zero pixels are dropped;
    the rest get ids 1..K by decreasing area (equal areas: higher score, then earlier detection).
    Boxes are the detector boxes in source pixels; ``area`` is the pixel count of the id.
+4. Category: an instance's COCO category is the COCO-panoptic *thing* class that covers most of its
+   pixels in the semantic map (ties: the smaller index), provided it covers at least half of them;
+   otherwise -1 (the semantic model saw no COCO thing there, e.g. a jellyfish).
 """
 from __future__ import annotations
 
@@ -14,7 +17,11 @@ from typing import Sequence
 
 import numpy as np
 
+from c2fmae_data.categories import COCO_PANOPTIC_ISTHING
 from c2fmae_data.format import MAX_STORED_INSTANCES
+
+_THING = np.zeros(256, dtype=bool)
+_THING[:len(COCO_PANOPTIC_ISTHING)] = COCO_PANOPTIC_ISTHING
 
 
 def paint(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -58,3 +65,22 @@ def compose(masks: np.ndarray, boxes: np.ndarray, scores: np.ndarray, phrases: "
             ) -> "tuple[np.ndarray, list[dict]]":
     """paint + finalize at the masks' own size."""
     return finalize(paint(masks, scores), boxes, scores, phrases)
+
+
+def assign_categories(ids: np.ndarray, semantic: np.ndarray, rows: "list[dict]",
+                      min_share: float = 0.5) -> "list[dict]":
+    """Rule 4: set each row's ``category`` from the semantic map (same size as ``ids``)."""
+    if not rows:
+        return rows
+    ids = np.asarray(ids).ravel().astype(np.int64)
+    sem = np.asarray(semantic).ravel().astype(np.int64)
+    if ids.shape != sem.shape:
+        raise ValueError(f"instance map {ids.shape} and semantic map {sem.shape} differ in size")
+    k = len(rows)
+    sel = (ids > 0) & _THING[sem]
+    votes = np.bincount(ids[sel] * 256 + sem[sel], minlength=(k + 1) * 256).reshape(-1, 256)
+    for r in rows:
+        v = votes[r["id"]]
+        best = int(v.argmax())
+        r["category"] = best if v[best] > 0 and v[best] >= min_share * r["area"] else -1
+    return rows

@@ -223,6 +223,7 @@ class Labeler:
         boxes = np.clip(d.boxes[k] * p.model_scale, 0, [p.width, p.height, p.width, p.height])
         ids, inst = C.finalize(painted, boxes, d.scores[k], [d.phrase(i) for i in k])
         sem = _to_source(np.asarray(sem, np.uint8), p)
+        C.assign_categories(ids, sem, inst)
         return {"key": p.key, "wnid": p.wnid, "class_index": p.class_index,
                 "width": p.width, "height": p.height, "source_size": p.source_size,
                 "source_sha256": p.source_sha256, "instance_png": encode_instance_png(ids),

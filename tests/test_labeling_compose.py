@@ -62,3 +62,23 @@ def test_large_image_boxes_and_masks_come_back_in_source_pixels():
     ids = decode_instance_png(rec["instance_png"])
     assert ids.shape == (h, w) and rec["instances"][0]["area"] == 1000 * 300
     assert (ids[:, :1000] == 1).all() and not ids[:, 1000:].any()
+
+
+def test_instance_category_is_the_majority_thing_class_of_the_semantic_map():
+    from labeling.compose import assign_categories
+
+    ids = np.zeros((4, 6), np.uint16)
+    ids[:, :3] = 1          # 12 px: 8 px 'dog' (thing 16), 4 px 'wall' (stuff) -> dog
+    ids[:2, 3:] = 2         # 6 px: 2 px 'cat' (thing 15), 4 px unlabeled -> under half -> -1
+    ids[2:, 3:] = 3         # 6 px: 3 px 'cat', 3 px 'dog' -> tie -> smaller index (cat)
+    sem = np.full((4, 6), 255, np.uint8)
+    sem[:, :2] = 16
+    sem[:, 2] = 131         # a stuff class never names an instance
+    sem[0, 3:5] = 15
+    sem[2:, 3] = 15
+    sem[3, 4:] = 15
+    sem[2, 4:] = 16
+    sem[3, 3] = 16
+    rows = [{"id": i, "area": int((ids == i).sum()), "category": -1} for i in (1, 2, 3)]
+    got = [r["category"] for r in assign_categories(ids, sem, rows)]
+    assert got == [16, -1, 15]
