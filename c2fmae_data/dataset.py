@@ -148,16 +148,18 @@ class MultiGranularBase:
             self._cached = ((shard, group), table)
         return self._cached[1]
 
-    def _scan(self, shard: int) -> "tuple[list[str], list[str], list[int]]":
-        """keys, statuses and row-group sizes of one shard (the only full-shard read)."""
+    def _scan(self, shard: int) -> "tuple[list[str], list[str], list[int], list[int]]":
+        """keys, statuses, row-group sizes and class indices of one shard (the only full-shard
+        read)."""
         pf = self._parquet(shard)
         sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
-        t = pf.read(columns=["key", "status"])
+        t = pf.read(columns=["key", "status", "class_index"])
         expected = self.shard_entries[shard].get("rows")
         if expected is not None and t.num_rows != expected:
             raise FormatError(f"{self.shard_files[shard]}: {t.num_rows} rows, the manifest "
                               f"says {expected} (run `c2fmae-data verify`)")
-        return t.column("key").to_pylist(), t.column("status").to_pylist(), sizes
+        return (t.column("key").to_pylist(), t.column("status").to_pylist(), sizes,
+                t.column("class_index").to_pylist())
 
     # -------------------------------------------------------------- rows -> samples
     @staticmethod
@@ -229,10 +231,10 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
     def __init__(self, root, imagenet_root=None, split: str = "train",
                  transform: "Union[str, Callable, None]" = "train", **kw):
         super().__init__(root, imagenet_root, split, transform, **kw)
-        shard_ix, group_ix, offset_ix, keys = [], [], [], []
+        shard_ix, group_ix, offset_ix, keys, labels = [], [], [], [], []
         self.num_failed = 0
         for s in range(len(self.shard_files)):
-            skeys, status, sizes = self._scan(s)
+            skeys, status, sizes, classes = self._scan(s)
             groups = np.repeat(np.arange(len(sizes)), sizes)
             offsets = np.concatenate([np.arange(n) for n in sizes]) if sizes else groups
             keep = np.array([st == STATUS_OK or self.include_failed for st in status], bool)
@@ -241,10 +243,13 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
             group_ix.append(groups[keep].astype(np.int32))
             offset_ix.append(offsets[keep].astype(np.int32))
             keys.extend(k for k, m in zip(skeys, keep) if m)
+            labels.extend(c for c, m in zip(classes, keep) if m)
         cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int32))
         self._shard, self._group, self._offset = cat(shard_ix), cat(group_ix), cat(offset_ix)
         self._keys = np.array([k.encode() for k in keys], dtype=bytes) if keys else \
             np.zeros(0, "S1")
+        #: class index of every sample (timm order; -1 outside ImageNet), without decoding any
+        self.labels = np.asarray(labels, dtype=np.int16)
         self._close()  # handles opened for indexing are not for the workers
 
     def __len__(self) -> int:
@@ -311,7 +316,7 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
         self.units: "list[tuple[int, int, int]]" = []  # (shard, row group, rows kept)
         self.num_failed = 0
         for s in range(len(self.shard_files)):
-            _, status, sizes = self._scan(s)
+            _, status, sizes, _ = self._scan(s)
             start = 0
             for g, n in enumerate(sizes):
                 ok = sum(st == STATUS_OK for st in status[start:start + n])

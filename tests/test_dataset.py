@@ -186,3 +186,13 @@ def test_pickles_without_handles_and_bad_arguments(joined):
     assert e.value.key == keys[1]
     with pytest.raises(IndexError):
         ds[len(ds)]
+
+
+def test_labels_are_exposed_without_decoding(imagenet_sample, tmp_path):
+    from c2fmae_data import ImageNetMultiGranular
+    from c2fmae_data.categories import imagenet_wnid_to_index
+
+    imagenet_sample_dataset(tmp_path / "ds", imagenet_sample)
+    ds = ImageNetMultiGranular(tmp_path / "ds", imagenet_root=imagenet_sample)
+    expect = [imagenet_wnid_to_index()[k.split("/")[1]] for k in ds.keys()]
+    assert ds.labels.tolist() == expect and len(set(expect)) == len(ds) == 100
