@@ -56,6 +56,9 @@ DEFAULTS: "dict[str, Any]" = {
         "save_last_every_steps": 1000,  # refresh last.pt every N steps (and at each epoch end)
         "panels_every_epochs": 20,   # write reconstruction panels every N epochs (0 = never)
         "panel_images": 6,
+        "probe_every_epochs": 0,     # k-NN + linear probe on frozen RGB features (0 = never)
+        "probe_per_class": 10,       # images per class for each probe set (val split when set,
+                                     # else a disjoint holdout of the train split)
         "log_every_steps": 20,
         "progress_bar": True,
         "find_unused_parameters": False,

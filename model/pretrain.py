@@ -152,6 +152,9 @@ def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=
         panels = PanelWriter(pds, t["panel_images"], os.path.join(output_dir, "panels"),
                              seed=t["seed"])
 
+    probe_every = t["probe_every_epochs"] or 0
+    probe_sets = build_probe_sets(cfg) if main and probe_every > 0 else None
+
     def save(name: str) -> None:
         rng = all_gather_objects(ckpt.rng_state(), world)
         if not main:
@@ -254,12 +257,39 @@ def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=
             panels.write(ckpt.unwrap(model), f"epoch{ep_done:04d}-step{state['global_step']}",
                          progress=state["global_step"] / total_steps)
             model.train()
+        if probe_sets is not None and ((micro >= micro_total and ep_done % probe_every == 0)
+                                       or done):
+            logger.log_probe(state["global_step"], ep_done,
+                             run_probe(ckpt.unwrap(model), probe_sets, dev, cfg))
+            model.train()
     logger.close()
     check_replicas(model, rank, world)
     if main:
         print(f"pretrain: done at step {state['global_step']}; checkpoints in {output_dir}",
               flush=True)
     return ckpt.unwrap(model)
+
+
+def build_probe_sets(cfg: dict):
+    """(train, val) probe sets, eval transform: the val split's images when configured, else a
+    disjoint class-balanced holdout of the train split."""
+    from .probes import holdout_split
+
+    n, seed = cfg["train"]["probe_per_class"], cfg["train"]["seed"]
+    train_ds = build_dataset(cfg, train=False)
+    if cfg["data"]["val_split"]:
+        return train_ds, build_dataset(cfg, train=False, split=cfg["data"]["val_split"])
+    return holdout_split(train_ds, n, seed)
+
+
+def run_probe(model, probe_sets, dev, cfg: dict) -> dict:
+    """k-NN (k=20, cosine) and linear-probe top-1/top-5 of the encoder's RGB features."""
+    from .probes import run_probes
+
+    model.eval()
+    return run_probes(lambda b: model.rgb_features(b["rgb"].to(dev)), *probe_sets,
+                      per_class=cfg["train"]["probe_per_class"], seed=cfg["train"]["seed"],
+                      batch_size=cfg["optim"]["batch_per_gpu"])
 
 
 def dataset_for_panels(cfg: dict, train_dataset):

@@ -119,6 +119,19 @@ class Logger:
             for k in ("lr", "grad_norm", "img_per_s", "progress"):
                 self.tb.add_scalar(k, rec[k], step)
 
+    def log_probe(self, step: int, epoch: int, res: "dict[str, Any]") -> None:
+        """A probe result: one ``{"step", "epoch", "probe": {...}}`` line in log.jsonl."""
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": step, "epoch": epoch, "probe": res}) + "\n")
+        self.jsonl.flush()
+        print(f"[probe step {step} ep {epoch}] k-NN top-1 {res['knn_top1']:.2f}%  linear top-1 "
+              f"{res['linear_top1']:.2f}%  ({res['num_train']} train / {res['num_val']} val, "
+              f"{res['num_classes']} classes)", flush=True)
+        if self.tb is not None:
+            for k in ("knn_top1", "knn_top5", "linear_top1", "linear_top5"):
+                self.tb.add_scalar(f"probe/{k}", res[k], step)
+
     def close(self) -> None:
         if self.enabled:
             self.jsonl.close()

@@ -151,3 +151,28 @@ def run_probes(encoder_features_fn: Callable, train_ds, val_ds, per_class: int =
     return {"knn_top1": knn1, "knn_top5": knn5, "linear_top1": lin1, "linear_top5": lin5,
             "num_train": len(tr_idx), "num_val": len(va_idx), "num_classes": len(classes),
             "feature_dim": int(tr_f.shape[1]), "k": k, "temperature": temperature}
+
+
+class _LabeledSubset(torch.utils.data.Subset):
+    """A Subset that also carries its labels (so ``dataset_labels`` needs no decoding)."""
+
+    def __init__(self, ds, indices: "list[int]", labels: "list[int]"):
+        super().__init__(ds, indices)
+        self.labels = [labels[i] for i in indices]
+
+
+def holdout_split(ds, per_class: int, seed: int = 0, max_classes: Optional[int] = None
+                  ) -> "tuple[_LabeledSubset, _LabeledSubset]":
+    """Disjoint class-balanced probe sets from one labeled dataset (when no val split exists):
+    up to ``2 * per_class`` images of each class, alternately to train and val; classes with a
+    single image go to train only. Labels < 0 (not ImageNet) are left out."""
+    labels = dataset_labels(ds)
+    picked = class_balanced_indices([y if y >= 0 else -1 for y in labels], 2 * per_class, seed,
+                                    max_classes)
+    by = defaultdict(list)
+    for i in picked:
+        if labels[i] >= 0:
+            by[labels[i]].append(i)
+    tr = [i for c in sorted(by) for i in by[c][0::2]]
+    va = [i for c in sorted(by) for i in by[c][1::2]]
+    return _LabeledSubset(ds, tr, labels), _LabeledSubset(ds, va, labels)

@@ -19,6 +19,11 @@ def tiny_config(root, *extra: str, steps: int = 4, batch: int = 2, total: int = 
         "train.panels_every_epochs=0", "train.progress_bar=false", *extra])
 
 
+def read_probes(out_dir) -> "list[dict]":
+    with open(f"{out_dir}/log.jsonl") as f:
+        return [r for r in map(json.loads, f) if "probe" in r]
+
+
 def read_log(out_dir) -> "dict[int, dict]":
     """step -> record of log.jsonl; a step logged twice (before a kill, after the resume) keeps
     the later record."""
@@ -26,5 +31,6 @@ def read_log(out_dir) -> "dict[int, dict]":
     with open(f"{out_dir}/log.jsonl") as f:
         for line in f:
             r = json.loads(line)
-            recs[r["step"]] = r
+            if "probe" not in r:   # probe results are lines of their own
+                recs[r["step"]] = r
     return recs

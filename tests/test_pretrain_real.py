@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _datasets import imagenet_sample_dataset
-from _pretrain import read_log, tiny_config
+from _pretrain import read_log, read_probes, tiny_config
 from PIL import Image
 
 from c2fmae_data.categories import semantic_palette
@@ -51,3 +51,46 @@ def test_tiny_model_loss_falls_on_real_images_and_panels_are_written(real_root, 
     assert (fig4[HEADER:, :s] == 128).all(-1).any()
     cross = np.asarray(Image.open(out / "panels" / panels[1]))
     assert cross.shape == (HEADER + 3 * s, 7 * s, 3)
+
+
+def test_probes_run_every_n_epochs_on_a_disjoint_holdout(tmp_path, imagenet_sample):
+    """k-NN / linear probes from inside the pretraining loop: with no val split, a class-balanced
+    holdout of the train split, disjoint from the probe's train set."""
+    from model.probes import holdout_split
+
+    from _datasets import blob_masks, record, write_dataset
+
+    from c2fmae_data.source import decode_rgb
+
+    # 6 real images, self-contained, relabeled into 3 classes of 2 images each
+    root = tmp_path / "ds"
+    files = sorted(imagenet_sample.glob("train/*/*.JPEG"))[:6]
+    recs = []
+    for i, f in enumerate(files):
+        data = f.read_bytes()
+        w, h = decode_rgb(data).size
+        inst, sem = blob_masks(w, h, n=3, seed=i)
+        recs.append(record(f"train/x/{i}.JPEG", data, inst, sem, wnid=files[i // 2 * 2].parent.name))
+    write_dataset(root, recs, "train", 1, self_contained=True)
+    cfg = tiny_config(str(root), "optim.epochs=2",
+                      "optim.warmup_epochs=0", "train.panels_every_epochs=0",
+                      "train.probe_every_epochs=1", "train.probe_per_class=1",
+                      "train.save_last_every_steps=0", steps=2, batch=6, total=6)
+    from model.pretrain import build_probe_sets
+
+    tr, va = build_probe_sets(cfg)
+    assert set(tr.indices).isdisjoint(va.indices)
+    train(cfg, str(tmp_path / "run"), resume=None)
+    probes = read_probes(tmp_path / "run")
+    assert [p["epoch"] for p in probes] == [1, 2]
+    for p in probes:
+        r = p["probe"]
+        assert 0.0 <= r["knn_top1"] <= 100.0 and r["num_val"] == len(va) and r["k"] == 20
+
+    labels = [0, 0, 0, 1, 1, 2, -1]
+    ds = type("L", (), {"labels": labels, "__len__": lambda self: len(labels)})()
+    a, b = holdout_split(ds, per_class=1)
+    picked = sorted(a.indices + b.indices)                          # 2 per class, never -1
+    assert len(picked) == 5 and set(picked) >= {3, 4, 5} and set(picked) <= {0, 1, 2, 3, 4, 5}
+    assert set(a.indices).isdisjoint(b.indices)
+    assert a.labels == [0, 1, 2] and b.labels == [0, 1]           # class 2 has one image: train
