@@ -132,7 +132,13 @@ class MultiGranularBase:
         fs = self._filesystem()
         if self._open_shard[0] != shard:
             self._close()
-            f = fs.open(join(self._base, self.shard_files[shard]), "rb")
+            path = join(self._base, self.shard_files[shard])
+            if _is_local(fs):   # Arrow's own reader: no Python file object on the read path
+                import pyarrow as pa
+
+                f = pa.memory_map(path, "r")
+            else:
+                f = fs.open(path, "rb")
             self._open_shard = (shard, f, pq.ParquetFile(f))
         return self._open_shard[2]
 
@@ -141,7 +147,8 @@ class MultiGranularBase:
         self._filesystem()
         if self._cached[0] != (shard, group):
             try:
-                table = self._parquet(shard).read_row_group(group, columns=list(self.columns))
+                table = self._parquet(shard).read_row_group(group, columns=list(self.columns),
+                                                            use_threads=False)
             except (OSError, ValueError) as e:
                 raise FormatError(f"{self.shard_files[shard]}: row group {group} unreadable: "
                                   f"{e}") from None
@@ -207,6 +214,11 @@ class MultiGranularBase:
     def _skip(self, key: str, err: Exception) -> None:
         self._errors.add(1)
         log.warning("skipping %s: %s", key, err)
+
+
+def _is_local(fs) -> bool:
+    proto = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return "file" in proto or "local" in proto
 
 
 class ImageNetMultiGranular(MultiGranularBase, Dataset):
