@@ -28,17 +28,9 @@ import numpy as np
 from .categories import COCO_ID_TO_INDEX, COCO_PANOPTIC_ISTHING, COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE
 from .format import STATUS_OK, FormatError, encode_instance_png, encode_semantic_png, failed_record
 from .manifest import build_manifest, code_version
-from .shards import list_shards, write_shard
+from .shards import list_shards, sha256_local, write_shard
 
 DEFAULT_SHARD_SIZE = 1000
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 22), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def infer_split(*json_paths: "str | None") -> str:
@@ -227,7 +219,7 @@ def convert_coco(out: str, *, images_dir: str, instances_json: "str | None" = No
     for kind, path in (("instances", instances_json), ("panoptic", panoptic_json)):
         if path:
             provenance["annotations"][kind] = {"file": os.path.basename(path),
-                                               "sha256": _sha256_file(path)}
+                                               "sha256": sha256_local(path)}
     meta = {"provenance": provenance, "self_contained": self_contained}
     records = iter_records(images_dir=images_dir, instances_json=instances_json,
                            panoptic_json=panoptic_json, panoptic_png_dir=panoptic_png_dir,

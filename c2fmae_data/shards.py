@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .format import FORMAT_VERSION, SCHEMA, STATUS_OK, FormatError, check_record, records_to_table
+from .format import FORMAT_VERSION, STATUS_OK, FormatError, check_record, records_to_table
 
 SHARD_DIR = "shards"
 SHARD_RE = re.compile(r"^(?P<split>[a-z0-9_]+)-(?P<index>\d{5})\.parquet$")
@@ -70,6 +70,13 @@ class ShardInfo:
 
     def to_json(self) -> "dict[str, Any]":
         return asdict(self)
+
+
+def sha256_local(path: str) -> str:
+    """Hex sha256 of a local file, streamed."""
+    import fsspec
+
+    return sha256_file(fsspec.filesystem("file"), path)[0]
 
 
 def sha256_file(fs, path: str, chunk: int = 1 << 22) -> "tuple[str, int]":

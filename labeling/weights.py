@@ -7,10 +7,11 @@ same bytes; ``verify`` re-hashes everything against the lock.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Iterable
+
+from c2fmae_data.shards import sha256_local
 
 from .presets import ModelSpec
 
@@ -24,21 +25,13 @@ def model_dirname(hub_id: str) -> str:
     return hub_id.replace("/", "__")
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def hash_tree(root: str) -> "dict[str, dict]":
     out = {}
     for dp, dns, fns in os.walk(root):
         dns[:] = sorted(d for d in dns if not d.startswith("."))   # skip .cache of the hub
         for fn in sorted(fns):
             p = os.path.join(dp, fn)
-            out[os.path.relpath(p, root).replace(os.sep, "/")] = {"sha256": _sha256(p),
+            out[os.path.relpath(p, root).replace(os.sep, "/")] = {"sha256": sha256_local(p),
                                                                   "size": os.path.getsize(p)}
     return out
 

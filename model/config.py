@@ -71,16 +71,19 @@ class ConfigError(ValueError):
     """A config value that cannot be used, named by its dotted key."""
 
 
-def _merge(base: dict, over: dict, prefix: str = "") -> dict:
+def merge(base: dict, over: dict, prefix: str = "", opaque: "tuple[str, ...]" = ("overrides",)
+          ) -> dict:
+    """``over`` deep-merged into a copy of ``base``; unknown keys are errors naming the dotted
+    key. Mappings under an ``opaque`` key (free-form kwargs) are replaced, not checked."""
     out = copy.deepcopy(base)
     for k, v in (over or {}).items():
         key = f"{prefix}{k}"
         if k not in out:
             raise ConfigError(f"unknown config key {key!r}")
-        if isinstance(out[k], dict) and k != "overrides":
+        if isinstance(out[k], dict) and k not in opaque:
             if not isinstance(v, dict):
                 raise ConfigError(f"config key {key!r} must be a mapping, got {v!r}")
-            out[k] = _merge(out[k], v, key + ".")
+            out[k] = merge(out[k], v, key + ".", opaque)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -156,11 +159,11 @@ def load_config(name_or_path: "str | None" = None, overrides: "list[str] | None"
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         try:
-            cfg = _merge(cfg, loaded)
+            cfg = merge(cfg, loaded)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
     if data:
-        cfg = _merge(cfg, data)
+        cfg = merge(cfg, data)
     cfg = apply_overrides(cfg, overrides)
     check(cfg)
     return cfg

@@ -23,6 +23,7 @@ import os
 
 import torch
 
+from model.finetune import write_json
 from model.finetune_data import ImageFolderSplit, eval_transform
 from model.finetune_model import load_finetuned, topk_counts
 from model.robustness import (CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, class_subset, mce,
@@ -108,14 +109,6 @@ def result_path(checkpoint: str, name: str) -> str:
     return os.path.splitext(checkpoint)[0] + f"_{name}.json"
 
 
-def _write(path: str, obj: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def update_summary(checkpoint: str) -> "dict | None":
     """Write ``<checkpoint>_robustness.json`` when A, R, Sketch and C (with mCE) are all there."""
     parts = {}
@@ -131,7 +124,7 @@ def update_summary(checkpoint: str) -> "dict | None":
     m = parts["imagenet-c"]["mce"]
     summary = {"imagenet-a": a, "imagenet-r": r, "imagenet-sketch": s, "imagenet-c_mce": m,
                "score": robustness_score(a, r, s, m)}
-    _write(result_path(checkpoint, "robustness"), summary)
+    write_json(result_path(checkpoint, "robustness"), summary)
     return summary
 
 
@@ -156,7 +149,7 @@ def main(argv=None) -> dict:
                              args.num_workers, args.limit, device, dtype, args.corruptions)
     res.update(checkpoint=os.path.abspath(args.checkpoint), root=os.path.abspath(args.root),
                limit=args.limit)
-    _write(result_path(args.checkpoint, args.benchmark), res)
+    write_json(result_path(args.checkpoint, args.benchmark), res)
     summary = update_summary(args.checkpoint)
     print(json.dumps({k: v for k, v in res.items() if k not in ("top1",) or
                       not isinstance(v, dict)}, indent=1))

@@ -133,6 +133,16 @@ def eval_json_path(checkpoint: str) -> str:
     return root + "_eval.json"
 
 
+def record_epoch(output_dir: str, ckpt: str, stats: dict, val_split: str) -> None:
+    """One ``log.jsonl`` line per epoch; the top-1/top-5 JSON next to the checkpoint when the
+    epoch was evaluated."""
+    with open(os.path.join(output_dir, "log.jsonl"), "a") as f:
+        f.write(json.dumps(stats) + "\n")
+    if "top1" in stats:
+        write_json(eval_json_path(ckpt), {**stats, "checkpoint": os.path.abspath(ckpt),
+                                          "split": val_split})
+
+
 def write_json(path: str, obj: dict) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
@@ -241,11 +251,7 @@ def main(argv=None) -> dict:
         if rank == 0:
             save_finetuned(ckpt, model, {"optimizer": optimizer.state_dict(), "epoch": epoch,
                                          "config": cfg})
-            with open(os.path.join(args.output_dir, "log.jsonl"), "a") as f:
-                f.write(json.dumps(stats) + "\n")
-            if "top1" in stats:
-                write_json(eval_json_path(ckpt), {**stats, "checkpoint": os.path.abspath(ckpt),
-                                                  "split": d["val_split"]})
+            record_epoch(args.output_dir, ckpt, stats, d["val_split"])
         log(json.dumps(stats))
         if last:
             break

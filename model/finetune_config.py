@@ -13,7 +13,8 @@ import copy
 import math
 from typing import Any
 
-from model.config import ConfigError, accum_steps, apply_overrides, config_path, scaled_lr
+from model.config import (ConfigError, accum_steps, apply_overrides, config_path, merge,
+                          scaled_lr)
 
 DEFAULTS: "dict[str, Any]" = {
     "model": {
@@ -70,21 +71,6 @@ DEFAULTS: "dict[str, Any]" = {
 }
 
 
-def _merge(base: dict, over: dict, prefix: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        key = prefix + k
-        if k not in out:
-            raise ConfigError(f"unknown config key {key!r}")
-        if isinstance(out[k], dict) and k != "timm_kwargs":
-            if not isinstance(v, dict):
-                raise ConfigError(f"config key {key!r} must be a mapping, got {v!r}")
-            out[k] = _merge(out[k], v, key + ".")
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def load_finetune_config(name_or_path: "str | None" = None,
                          overrides: "list[str] | None" = None) -> dict:
     """DEFAULTS <- YAML (path or shipped name such as ``finetune_tiny_cpu``) <- overrides."""
@@ -96,7 +82,7 @@ def load_finetune_config(name_or_path: "str | None" = None,
         with open(path) as f:
             loaded = yaml.safe_load(f) or {}
         try:
-            cfg = _merge(cfg, loaded)
+            cfg = merge(cfg, loaded, opaque=("timm_kwargs",))
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
     cfg = apply_overrides(cfg, overrides)

@@ -32,7 +32,7 @@ from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from timm.layers import trunc_normal_
 
 from model.finetune import (amp_dtype, eval_json_path, init_distributed, make_loader,
-                            make_optimizer, train_one_epoch, write_json)
+                            make_optimizer, record_epoch, train_one_epoch, write_json)
 from model.finetune_config import accum_steps, load_finetune_config, scaled_lr
 from model.finetune_model import HEAD_INIT_STD, topk_counts
 
@@ -213,11 +213,7 @@ def main(argv=None) -> dict:
             stats.update(evaluate(model))
         if rank == 0:
             save(ckpt, model, {"optimizer": optimizer.state_dict(), "epoch": epoch, "config": cfg})
-            with open(os.path.join(args.output_dir, "log.jsonl"), "a") as f:
-                f.write(json.dumps(stats) + "\n")
-            if "top1" in stats:
-                write_json(eval_json_path(ckpt), {**stats, "checkpoint": os.path.abspath(ckpt),
-                                                  "split": d["val_split"]})
+            record_epoch(args.output_dir, ckpt, stats, d["val_split"])
         log(json.dumps(stats))
         if last:
             break
