@@ -97,8 +97,6 @@ def main() -> None:
                   "train img/s per A100-class GPU in bf16 for ViT-B/16 (MAE-style fine-tuning; "
                   "an assumption, not measured here), 8 GPUs would need about "
                   f"{100 * IMAGENET_TRAIN / 8000 / 3600:.1f} h."]
-    lines += ["", "The machine was shared with other engineers' jobs while this ran; CPU times "
-              "are noisy upper bounds."]
     write_section("finetune", "\n".join(lines))
 
 

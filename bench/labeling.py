@@ -100,8 +100,7 @@ def bench_cpu(reps: int = 3) -> str:
     out = "\n".join(rows) + (
         f"\n\n(fake models; {inst} instances over {n} images.) The total is "
         f"{median(tot) / median(base):.1f}x the bare-decode baseline of the same run; the "
-        f"1-minute load average was {load:.1f} on {os.cpu_count()} cores (machine shared with "
-        "other jobs), so absolute times are inflated: on an idle core PIL decodes these images "
+        f"1-minute load average was {load:.1f} on {os.cpu_count()} cores; on an idle core PIL decodes these images "
         "in ~1.1-1.4 ms (docs/environment facts), which puts the total at roughly that ratio "
         "times 1.1-1.4 ms.\n")
     # tiny-random: real processors and post-processing, forwards subtracted via hooks

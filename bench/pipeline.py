@@ -190,7 +190,7 @@ machine, labeling time of the driver (Ray and model start-up excluded), median o
 - Projection for ImageNet-1K train ({IMAGENET_TRAIN:,} images) on 8 GPUs at {per_gpu:g}
   images/s per GPU ({source}): **{hours:.1f} h** of labeling (plus start-up and any resume).
 - No GPU was available: the full-size default models were not run here. 1-minute load average
-  at the start: {load:.1f} on {os.cpu_count()} cores (machine shared with other jobs).
+  at the start: {load:.1f} on {os.cpu_count()} cores.
 """
     if a.no_write:
         print(body)

@@ -95,7 +95,7 @@ def main():
     body = (f"### Pretraining trainer (`bench/pretrain.py`)\n"
             f"Test-size C2FMAE at 64 px, batch {BATCH}, {STEPS} steps, CPU, fp32, median of "
             f"{RUNS} runs, steady state (steps 2-{STEPS}; startup and final save excluded). "
-            f"The machine was shared with other jobs.\n\n"
+            f"\n\n"
             f"| loop | steps/s |\n| --- | --- |\n| bare forward/backward/AdamW | {mb:.2f} |\n"
             f"| `model.pretrain.train` (lr schedule, stats, grad norm, log) | {mt:.2f} "
             f"({100 * (mb - mt) / mb:+.0f}% overhead) |\n\n"

@@ -23,7 +23,8 @@ def machine() -> str:
         tv = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     except ImportError:
         dev, tv = "no GPU", "no torch"
-    return (f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, {dev}, "
+    load = f", 1-min load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return (f"{platform.machine()}, {os.cpu_count()} cores{load}, {dev}, "
             f"Python {platform.python_version()}, {tv}")
 
 
