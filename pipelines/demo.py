@@ -166,11 +166,13 @@ def run_demo(args) -> int:
                        str(enc)]).returncode:
         print("demo: export failed (see above)", file=sys.stderr)
         return 1
-    panels = sorted(str(p) for p in (run_dir / "panels").rglob("*.png"))
+    pngs = sorted((run_dir / "panels").glob("*.png"), key=lambda p: p.stat().st_mtime)
+    latest = pngs[-1].stem.split("_")[-1] if pngs else ""     # the epochEEEE-stepS tag
+    panels = sorted(str(p) for p in pngs if p.stem.endswith(latest))
     print(f"\ndemo finished in {time.time() - t0:.0f} s. Look at:\n  " + "\n  ".join(
         [str(out / "grid_in1k_tiny_random.png")]
         + ([str(out / "grid_coco_tiny.png")] if train_images is None else [])
-        + panels[-4:] + [str(enc)]))
+        + panels + [str(enc)]))
     return 0
 
 
