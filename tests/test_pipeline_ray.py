@@ -56,11 +56,35 @@ def ray_session():
 
 
 @pytest.fixture(scope="module")
-def reference(ray_session, imagenet_sample, tmp_path_factory):
-    """One uninterrupted tiny-random run over the first REF_IMAGES sample images."""
+def image_root(tmp_path_factory):
+    """The real sample images when ../shared/data is there; else 28 generated JPEGs of varied
+    sizes in the same <split>/<wnid>/<file> layout, so the fault tests run on any clone."""
+    from conftest import SHARED_DATA
+    from PIL import Image
+
+    from c2fmae_data.categories import imagenet_wnids
+
+    real = SHARED_DATA / "imagenet-sample"
+    if real.exists():
+        return real
+    root = tmp_path_factory.mktemp("generated-imagenet")
+    rng = np.random.default_rng(0)
+    for i in range(REF_IMAGES + 4):
+        wnid = imagenet_wnids()[(i * 37) % 1000]
+        d = root / "train" / wnid
+        d.mkdir(parents=True, exist_ok=True)
+        h, w = (int(v) for v in rng.integers(24, 320, 2))
+        small = (rng.random((max(2, h // 8), max(2, w // 8), 3)) * 255).astype(np.uint8)
+        Image.fromarray(small).resize((w, h)).save(d / f"{wnid}_{i}.JPEG", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(ray_session, image_root, tmp_path_factory):
+    """One uninterrupted tiny-random run over the first REF_IMAGES images."""
     out = tmp_path_factory.mktemp("reference")
     entry = label_imagenet.run(label_imagenet.parse_args(
-        _argv(imagenet_sample, out, "--limit", str(REF_IMAGES))))
+        _argv(image_root, out, "--limit", str(REF_IMAGES))))
     rows = _rows(out)
     assert entry["run"]["labeled_this_run"] == REF_IMAGES == len(rows)
     return out, entry, rows
@@ -86,13 +110,13 @@ def test_full_run_over_the_sample_is_verified_and_complete(ray_session, imagenet
     assert verify(str(out)).ok
 
 
-def test_reference_run_is_verified(reference, imagenet_sample):
+def test_reference_run_is_verified(reference, image_root):
     out, entry, _ = reference
     assert entry["ok"] + entry["failed"] == REF_IMAGES and entry["shards"] == 3
-    assert verify(str(out), imagenet_root=str(imagenet_sample), full=True).ok
+    assert verify(str(out), imagenet_root=str(image_root), full=True).ok
 
 
-def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, imagenet_sample, tmp_path,
+def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, image_root, tmp_path,
                                                             monkeypatch):
     _, _, ref = reference
     keys = sorted(ref)[:16]
@@ -100,7 +124,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, imagenet_
     monkeypatch.setenv(CRASH_KEY_ENV, keys[10])     # shard 1, while shard 0 is labeled too
     monkeypatch.setenv(CRASH_FLAG_ENV, str(flag))
     out = tmp_path / "out"
-    entry = label_imagenet.run(label_imagenet.parse_args(_argv(imagenet_sample, out,
+    entry = label_imagenet.run(label_imagenet.parse_args(_argv(image_root, out,
                                                                "--limit", "16")))
     assert flag.exists(), "the test hook did not kill a worker"
     assert entry["run"]["crashes"] >= 1
@@ -109,18 +133,18 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, imagenet_
     assert rows == {k: ref[k] for k in keys}      # redone batch is bit-identical
 
 
-def test_poison_image_becomes_one_failed_row(ray_session, imagenet_sample, tmp_path,
+def test_poison_image_becomes_one_failed_row(ray_session, image_root, tmp_path,
                                              monkeypatch):
     """An image that kills its worker every time: its batch is split, the image alone fails
     twice and is recorded as failed; its batch mates are labeled; the run completes."""
-    keys = [it.key for it in list_images(str(imagenet_sample), "train")[0]][:6]
+    keys = [it.key for it in list_images(str(image_root), "train")[0]][:6]
     flag = tmp_path / "crashes"
     monkeypatch.setenv(CRASH_KEY_ENV, keys[1])
     monkeypatch.setenv(CRASH_FLAG_ENV, str(flag))
     monkeypatch.setenv(CRASH_TIMES_ENV, "1000")
     out = tmp_path / "out"
     entry = label_imagenet.run(label_imagenet.parse_args(_argv(
-        imagenet_sample, out, "--models", "fake", "--limit", "6", "--batch-size", "3",
+        image_root, out, "--models", "fake", "--limit", "6", "--batch-size", "3",
         "--workers", "1", "--depth", "1")))
     crashes = flag.read_text().splitlines()
     assert len(crashes) == 4 == entry["run"]["crashes"]    # batch x2, then the image alone x2
@@ -135,12 +159,12 @@ def test_poison_image_becomes_one_failed_row(ray_session, imagenet_sample, tmp_p
     assert verify(str(out), full=True).ok
 
 
-def test_driver_killed_then_resumed_equals_uninterrupted(reference, imagenet_sample, tmp_path):
+def test_driver_killed_then_resumed_equals_uninterrupted(reference, image_root, tmp_path):
     _, _, ref = reference
     keys = sorted(ref)
     out = tmp_path / "out"
     address = ray.get_runtime_context().gcs_address
-    cmd = [sys.executable, SCRIPT, *_argv(imagenet_sample, out, "--limit", "24"),
+    cmd = [sys.executable, SCRIPT, *_argv(image_root, out, "--limit", "24"),
            "--address", address]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -160,14 +184,14 @@ def test_driver_killed_then_resumed_equals_uninterrupted(reference, imagenet_sam
     before = {rel: (out / rel).stat().st_mtime_ns for rel in list_shards(str(out))}
     assert 1 <= len(before) < 3
 
-    entry = label_imagenet.run(label_imagenet.parse_args(_argv(imagenet_sample, out,
+    entry = label_imagenet.run(label_imagenet.parse_args(_argv(image_root, out,
                                                                "--limit", "24")))
     assert entry["run"]["shards_skipped"] == len(before)
     assert entry["run"]["shards_written"] == 3 - len(before)
     assert all((out / rel).stat().st_mtime_ns == t for rel, t in before.items())  # not redone
     rows = _rows(out)
     assert rows == {k: ref[k] for k in keys}
-    assert verify(str(out), imagenet_root=str(imagenet_sample)).ok
+    assert verify(str(out), imagenet_root=str(image_root)).ok
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -187,10 +211,10 @@ def _huge_png(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def test_bad_inputs_are_labeled_or_failed_with_reason(ray_session, imagenet_sample, tmp_path):
+def test_bad_inputs_are_labeled_or_failed_with_reason(ray_session, image_root, tmp_path):
     from PIL import Image
 
-    src = sorted((imagenet_sample / "train").glob("*/*.JPEG"))[0]
+    src = sorted((image_root / "train").glob("*/*.JPEG"))[0]
     wnid = src.parent.name
     img = Image.open(src).convert("RGB").resize((64, 48))
     d = tmp_path / "in" / "train" / wnid
