@@ -27,7 +27,11 @@ def register_label(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="label only the first N images")
     p.add_argument("--embed-images", action="store_true", help="store image bytes in the shards")
     p.add_argument("--overwrite", action="store_true", help="relabel shards that exist")
-    p.add_argument("--semantic", default=None, help="override: hub id, dir, or 'oneformer'")
+    p.add_argument("--detector", default=None, help="override: hub id[@revision] or local dir")
+    p.add_argument("--segmenter", default=None, help="override: hub id[@revision], local dir, or "
+                   "'sam-hq-official:<checkpoint.pth>[:<model_type>]'")
+    p.add_argument("--semantic", default=None,
+                   help="override: hub id[@revision], local dir, or 'oneformer'")
     p.set_defaults(func=_label)
 
 
@@ -39,7 +43,8 @@ def _label(args) -> int:
         return _err("--shard-size and --batch-size must be >= 1")
     try:
         lab = Labeler.from_preset(args.models, args.device, args.precision,
-                                  weights_dir=args.weights_dir, semantic=args.semantic)
+                                  weights_dir=args.weights_dir, detector=args.detector,
+                                  segmenter=args.segmenter, semantic=args.semantic)
     except (ValueError, OSError, TypeError, ImportError) as e:   # OSError: hub/offline errors
         return _err(f"cannot load models for preset {args.models!r}: {e}")
     if lab.placeholder:

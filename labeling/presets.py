@@ -6,6 +6,8 @@ dir, and loading from that dir (``weights_dir=``) is what pins a labeling run (d
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import asdict, dataclass, replace
 
 from .thresholds import ThresholdPolicy
@@ -61,8 +63,8 @@ def parse_preset(name: str) -> "tuple[str, float]":
 
 
 def resolve_specs(preset: str, overrides: "dict[str, str]") -> "dict[str, ModelSpec]":
-    """The preset's specs with per-role overrides: a hub id / local dir, 'oneformer', or
-    'sam-hq-official:<checkpoint.pth>[:<model_type>]'."""
+    """The preset's specs with per-role overrides: a hub id (``org/name`` or ``org/name@<commit>``
+    to pin a revision) / local dir, 'oneformer', or 'sam-hq-official:<checkpoint.pth>[:<type>]'."""
     specs = dict(PRESETS[preset])
     for role, value in overrides.items():
         if value is None:
@@ -76,6 +78,11 @@ def resolve_specs(preset: str, overrides: "dict[str, str]") -> "dict[str, ModelS
             mt = parts[2] if len(parts) > 2 else "vit_h"
             specs[role] = ModelSpec(role, "sam-hq-official", parts[1],
                                     options=(("model_type", mt),))
+        elif "@" in value and not os.path.exists(value):   # hub id pinned to a commit
+            source, rev = value.rsplit("@", 1)
+            if not source or not rev:
+                raise ValueError(f"{role} override {value!r}: expected org/name@<revision>")
+            specs[role] = replace(specs[role], source=source, revision=rev)
         else:
             specs[role] = replace(specs[role], source=value, revision=None)
     return specs

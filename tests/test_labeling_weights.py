@@ -30,3 +30,14 @@ def test_presets_and_overrides():
     assert s["semantic"].kind == "oneformer" and s["detector"] == PRESETS["default"]["detector"]
     assert s["segmenter"].source == "/ckpt/sam_hq_vit_l.pth"
     assert dict(s["segmenter"].options) == {"model_type": "vit_l"}
+
+
+def test_hub_override_pins_a_revision(tmp_path):
+    s = resolve_specs("default", {"detector": "IDEA-Research/grounding-dino-base@0123abcd"})
+    assert (s["detector"].source, s["detector"].revision) == ("IDEA-Research/grounding-dino-base",
+                                                             "0123abcd")
+    local = tmp_path / "dino@v2"          # a local directory whose name holds '@' stays a path
+    local.mkdir()
+    assert resolve_specs("default", {"detector": str(local)})["detector"].source == str(local)
+    with pytest.raises(ValueError, match="org/name@<revision>"):
+        resolve_specs("default", {"detector": "IDEA-Research/grounding-dino-base@"})
