@@ -11,8 +11,12 @@ __all__ = ["ImageNetMultiGranular", "ImageNetMultiGranularStream", "FORMAT_VERSI
 
 
 def __getattr__(name):
-    if name in ("ImageNetMultiGranular", "ImageNetMultiGranularStream"):
-        from . import dataset
+    if name == "ImageNetMultiGranular":
+        from .dataset import ImageNetMultiGranular
 
-        return getattr(dataset, name)
+        return ImageNetMultiGranular
+    if name == "ImageNetMultiGranularStream":
+        from .stream import ImageNetMultiGranularStream
+
+        return ImageNetMultiGranularStream
     raise AttributeError(name)

@@ -7,21 +7,19 @@ Design: at construction the dataset reads only the ``key`` and ``status`` column
 the split and keeps a small per-row index (shard, row group, offset, key as fixed-width bytes).
 Row groups are read lazily and one is cached per process; no file handle survives pickling and
 a handle opened in another process (after a fork) is never reused, so ``DataLoader(num_workers>0)``
-and ``DistributedSampler`` just work. ``ImageNetMultiGranularStream`` reads whole row groups in
-order instead, split across DDP ranks and DataLoader workers, with an epoch-seeded shuffle.
+and ``DistributedSampler`` just work. The streaming variant is in ``stream.py``.
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
 import os
-import random
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset
 
 from .format import STATUS_OK, FormatError, decode_instance_png, decode_semantic_png
 from .manifest import load_manifest, safe_relpath
@@ -300,120 +298,3 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
         return (f"ImageNetMultiGranular(root={self.root!r}, split={self.split!r}, n={len(self)}, "
                 f"failed_excluded={0 if self.include_failed else self.num_failed}, "
                 f"transform={self.transform!r})")
-
-
-class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
-    """Iterable variant: reads row groups sequentially (no random access), for object stores and
-    large-scale training. Same samples and arguments as ``ImageNetMultiGranular``, plus:
-
-    Args:
-        shuffle: permute the row groups with ``(seed, epoch)`` (identically on every rank) and
-            shuffle rows within a buffer of ``buffer_size`` rows.
-        rank, world_size: DDP position; default from ``torch.distributed`` when initialised.
-        even: cap every (rank, worker) pair to the smallest count over ranks, so that all ranks
-            yield the same number of samples and batches (needed by DDP; drops a few rows).
-
-    Row groups ("units") are dealt round-robin: rank r takes units[r::world_size] and DataLoader
-    worker w of that rank takes every num_workers-th of those. Call ``set_epoch(e)`` before each
-    epoch (with ``persistent_workers=False``, the default, so that workers see it).
-    """
-
-    def __init__(self, root, imagenet_root=None, split: str = "train",
-                 transform: "Union[str, Callable, None]" = "train", *, shuffle: bool = True,
-                 seed: int = 0, buffer_size: int = 512, rank: "int | None" = None,
-                 world_size: "int | None" = None, even: bool = False, **kw):
-        super().__init__(root, imagenet_root, split, transform, **kw)
-        self.shuffle, self.seed, self.buffer_size, self.even = shuffle, seed, buffer_size, even
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
-        self.units: "list[tuple[int, int, int]]" = []  # (shard, row group, rows kept)
-        self.num_failed = 0
-        for s in range(len(self.shard_files)):
-            _, status, sizes, _ = self._scan(s)
-            start = 0
-            for g, n in enumerate(sizes):
-                ok = sum(st == STATUS_OK for st in status[start:start + n])
-                self.num_failed += n - ok
-                self.units.append((s, g, n if self.include_failed else ok))
-                start += n
-        self._close()
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def _dist(self) -> "tuple[int, int]":
-        rank, world = self.rank, self.world_size
-        if rank is None or world is None:
-            dist = torch.distributed
-            up = dist.is_available() and dist.is_initialized()
-            rank = (dist.get_rank() if up else 0) if rank is None else rank
-            world = (dist.get_world_size() if up else 1) if world is None else world
-        if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} outside world size {world}")
-        return rank, world
-
-    def _assignment(self, rank: int, world: int, worker: int, workers: int) -> "list[int]":
-        order = list(range(len(self.units)))
-        if self.shuffle:
-            random.Random(f"units-{self.seed}-{self.epoch}").shuffle(order)
-        return order[rank::world][worker::workers]
-
-    def _cap(self, rank, world, worker, workers) -> "int | None":
-        if not self.even:
-            return None
-        return min(sum(self.units[u][2] for u in self._assignment(r, world, worker, workers))
-                   for r in range(world))
-
-    def __len__(self) -> int:
-        """Samples this rank yields (with ``even``: for one worker; an upper bound otherwise)."""
-        rank, world = self._dist()
-        counts = [sum(self.units[u][2] for u in self._assignment(r, world, 0, 1))
-                  for r in range(world)]
-        return min(counts) if self.even else counts[rank]
-
-    def _rows(self, units: "list[int]"):
-        for u in units:
-            shard, group, _ = self.units[u]
-            table = self._row_group(shard, group)
-            for i in range(table.num_rows):
-                if self.include_failed or table.column("status")[i].as_py() == STATUS_OK:
-                    yield self.row_at(table, i)
-
-    def _shuffled(self, rows, rng: random.Random):
-        if not self.shuffle or self.buffer_size <= 1:
-            yield from rows
-            return
-        buf = []
-        for row in rows:
-            if len(buf) < self.buffer_size:
-                buf.append(row)
-                continue
-            j = rng.randrange(len(buf))
-            buf[j], row = row, buf[j]
-            yield row
-        rng.shuffle(buf)
-        yield from buf
-
-    def __iter__(self):
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        rank, world = self._dist()
-        units = self._assignment(rank, world, worker, workers)
-        if len(self.units) < world * workers and worker == 0:
-            log.warning("%d row groups for %d ranks x %d workers: some readers get none%s",
-                        len(self.units), world, workers, " (and with even=True, yield none)"
-                        if self.even else "")
-        cap = self._cap(rank, world, worker, workers)
-        rng = random.Random(f"rows-{self.seed}-{self.epoch}-{rank}-{worker}")
-        produced = 0
-        for row in self._shuffled(self._rows(units), rng):
-            if cap is not None and produced >= cap:
-                break
-            try:
-                sample = self.make_sample(row)
-            except (SampleError, FormatError) as e:
-                if self.on_error == "raise":
-                    raise
-                self._skip(row["key"], e)
-                continue
-            produced += 1
-            yield sample
