@@ -146,22 +146,27 @@ def config_path(name_or_path: str) -> str:
     raise ConfigError(f"config {name_or_path!r} is neither a file nor one of {shipped}")
 
 
+def merge_file(cfg: dict, name_or_path: str, opaque: "tuple[str, ...]" = ("overrides",)) -> dict:
+    """``cfg`` with a YAML config (a path or a shipped name) merged in; errors name the file."""
+    import yaml
+
+    path = config_path(name_or_path)
+    with open(path) as f:
+        loaded = yaml.safe_load(f) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    try:
+        return merge(cfg, loaded, opaque=opaque)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
 def load_config(name_or_path: "str | None" = None, overrides: "list[str] | None" = None,
                 data: "dict | None" = None) -> dict:
     """DEFAULTS <- YAML file (or ``data``) <- dotted overrides, then checked."""
-    import yaml
-
     cfg = copy.deepcopy(DEFAULTS)
     if name_or_path:
-        path = config_path(name_or_path)
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        try:
-            cfg = merge(cfg, loaded)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
+        cfg = merge_file(cfg, name_or_path)
     if data:
         cfg = merge(cfg, data)
     cfg = apply_overrides(cfg, overrides)

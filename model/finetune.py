@@ -133,6 +133,22 @@ def eval_json_path(checkpoint: str) -> str:
     return root + "_eval.json"
 
 
+def end_epoch(cfg: dict, epoch: int, tr: dict, t0: float, evaluate, save, output_dir: str,
+              ckpt: str, val_split: str, rank: int, log) -> "tuple[dict, bool]":
+    """The end of a fine-tuning epoch: evaluate when due (and at the last epoch), save and record
+    on rank 0, log. Returns (stats, whether this was the last epoch)."""
+    max_steps = cfg["train"]["max_steps"]
+    last = epoch + 1 == cfg["optim"]["epochs"] or bool(max_steps and tr["steps"] >= max_steps)
+    stats = {"epoch": epoch, **tr, "epoch_time_s": round(time.time() - t0, 2)}
+    if last or (epoch + 1) % cfg["train"]["eval_every_epochs"] == 0:
+        stats.update(evaluate())
+    if rank == 0:
+        save()
+        record_epoch(output_dir, ckpt, stats, val_split)
+    log(json.dumps(stats))
+    return stats, last
+
+
 def record_epoch(output_dir: str, ckpt: str, stats: dict, val_split: str) -> None:
     """One ``log.jsonl`` line per epoch; the top-1/top-5 JSON next to the checkpoint when the
     epoch was evaluated."""
@@ -243,16 +259,11 @@ def main(argv=None) -> dict:
         tr = train_one_epoch(model, train_loader, optimizer, criterion, cfg, epoch, device,
                              prepare, accum, dtype, log, steps)
         steps = tr["steps"]
-        last = epoch + 1 == cfg["optim"]["epochs"] or (cfg["train"]["max_steps"] and
-                                                      steps >= cfg["train"]["max_steps"])
-        stats = {"epoch": epoch, **tr, "epoch_time_s": round(time.time() - t0, 2)}
-        if last or (epoch + 1) % cfg["train"]["eval_every_epochs"] == 0:
-            stats.update(topk_counts(model, val_loader, device, amp_dtype=dtype))
-        if rank == 0:
-            save_finetuned(ckpt, model, {"optimizer": optimizer.state_dict(), "epoch": epoch,
-                                         "config": cfg})
-            record_epoch(args.output_dir, ckpt, stats, d["val_split"])
-        log(json.dumps(stats))
+        stats, last = end_epoch(
+            cfg, epoch, tr, t0, lambda: topk_counts(model, val_loader, device, amp_dtype=dtype),
+            lambda: save_finetuned(ckpt, model, {"optimizer": optimizer.state_dict(),
+                                                 "epoch": epoch, "config": cfg}),
+            args.output_dir, ckpt, d["val_split"], rank, log)
         if last:
             break
     return stats

@@ -13,7 +13,7 @@ import copy
 import math
 from typing import Any
 
-from model.config import (ConfigError, accum_steps, apply_overrides, config_path, merge,
+from model.config import (ConfigError, accum_steps, apply_overrides, merge_file,
                           scaled_lr)
 
 DEFAULTS: "dict[str, Any]" = {
@@ -74,17 +74,9 @@ DEFAULTS: "dict[str, Any]" = {
 def load_finetune_config(name_or_path: "str | None" = None,
                          overrides: "list[str] | None" = None) -> dict:
     """DEFAULTS <- YAML (path or shipped name such as ``finetune_tiny_cpu``) <- overrides."""
-    import yaml
-
     cfg = copy.deepcopy(DEFAULTS)
     if name_or_path:
-        path = config_path(name_or_path)
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
-        try:
-            cfg = merge(cfg, loaded, opaque=("timm_kwargs",))
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
+        cfg = merge_file(cfg, name_or_path, opaque=("timm_kwargs",))
     cfg = apply_overrides(cfg, overrides)
     check(cfg)
     return cfg

@@ -32,7 +32,7 @@ from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from timm.layers import trunc_normal_
 
 from model.finetune import (amp_dtype, eval_json_path, init_distributed, make_loader,
-                            make_optimizer, record_epoch, train_one_epoch, write_json)
+                            make_optimizer, end_epoch, train_one_epoch, write_json)
 from model.finetune_config import accum_steps, load_finetune_config, scaled_lr
 from model.finetune_model import HEAD_INIT_STD, topk_counts
 
@@ -206,15 +206,11 @@ def main(argv=None) -> dict:
         tr = train_one_epoch(net, train_loader, optimizer, criterion, cfg, epoch, device, prepare,
                              accum_steps(cfg, world), dtype, log, steps)
         steps = tr["steps"]
-        last = epoch + 1 == cfg["optim"]["epochs"] or bool(
-            cfg["train"]["max_steps"] and steps >= cfg["train"]["max_steps"])
-        stats = {"epoch": epoch, **tr, "epoch_time_s": round(time.time() - t0, 2)}
-        if last or (epoch + 1) % cfg["train"]["eval_every_epochs"] == 0:
-            stats.update(evaluate(model))
-        if rank == 0:
-            save(ckpt, model, {"optimizer": optimizer.state_dict(), "epoch": epoch, "config": cfg})
-            record_epoch(args.output_dir, ckpt, stats, d["val_split"])
-        log(json.dumps(stats))
+        stats, last = end_epoch(
+            cfg, epoch, tr, t0, lambda: evaluate(model),
+            lambda: save(ckpt, model, {"optimizer": optimizer.state_dict(), "epoch": epoch,
+                                       "config": cfg}),
+            args.output_dir, ckpt, d["val_split"], rank, log)
         if last:
             break
     return stats
