@@ -116,6 +116,10 @@ def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=
         if ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
         state = {k: int(ck[k]) for k in state}
+        # step_in_epoch counts micro-batches of the saved run; another world size has another
+        # accumulation, so carry over the optimizer steps done (each one is total_batch images)
+        old_accum = int((ck.get("derived") or {}).get("accum_steps", accum))
+        state["step_in_epoch"] = state["step_in_epoch"] // old_accum * accum
         if len(ck["rng"]) == world:
             ckpt.set_rng_state(ck["rng"][rank])
         else:  # another world size: the sample order stays, the random streams cannot
@@ -157,11 +161,11 @@ def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=
 
     def save(name: str) -> None:
         rng = all_gather_objects(ckpt.rng_state(), world)
-        if not main:
-            return
-        if not _state_finite(model):
+        if not _state_finite(model):   # on every rank (replicas are equal): none is left waiting
             raise NonFiniteLossError(f"parameters became non-finite by step "
                                      f"{state['global_step']}; not overwriting {name}")
+        if not main:
+            return
         ckpt.save_atomic({
             "format": ckpt.CHECKPOINT_FORMAT, "version": ckpt.CHECKPOINT_VERSION,
             "model": ckpt.unwrap(model).state_dict(), "model_name": cfg["model"]["name"],

@@ -88,3 +88,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path):
     assert hashlib.sha256(open(last, "rb").read()).hexdigest() == digest
     assert ckpt.load(last)["global_step"] == 2
     assert sorted(read_log(out)) == [1, 2]  # the bad step was never logged as done
+
+
+def test_resume_with_other_accumulation_keeps_the_epoch_position(data_root, tmp_path):
+    """A checkpoint counts micro-batches of its own accumulation; resuming with another one (as
+    with another number of processes) must continue after the same optimizer step of the epoch."""
+    out = str(tmp_path / "run")
+    with pytest.raises(_Killed):
+        def hook(rec):
+            if rec["step"] == 5:
+                raise _Killed
+        train(tiny_config(data_root, steps=6, batch=2, total=4), out, resume=None, on_step=hook)
+    saved = ckpt.load(f"{out}/last.pt")
+    assert (saved["global_step"], saved["epoch"], saved["step_in_epoch"]) == (4, 1, 2)  # accum 2
+    train(tiny_config(data_root, steps=6, batch=4, total=4), out, resume="auto")      # accum 1
+    end = ckpt.load(f"{out}/last.pt")
+    # steps 5 and 6 are epoch 1's 2nd and 3rd optimizer steps: the epoch ends exactly at step 6
+    assert (end["global_step"], end["epoch"], end["step_in_epoch"]) == (6, 2, 0)
+    assert sorted(read_log(out)) == list(range(1, 7))
