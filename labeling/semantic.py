@@ -114,7 +114,8 @@ class Mask2FormerSemantic:
                                   mode="bilinear", align_corners=False)[0, :, :hr, :wr]
             score = torch.einsum("qc,qhw->chw", cls, masks.sigmoid())
             label = score.argmax(0).cpu().numpy()
-            sem = self.lut[np.minimum(label, len(self.lut) - 1)] if len(self.lut) else \
-                np.full(label.shape, SEMANTIC_IGNORE, np.uint8)
+            sem = np.full(label.shape, SEMANTIC_IGNORE, np.uint8)   # ids past the table: 255
+            known = label < len(self.lut)
+            sem[known] = self.lut[label[known]]
             outs.append(_resize_nearest(sem.astype(np.uint8), im.shape[:2]))
         return outs
