@@ -43,6 +43,19 @@ def infer_split(*json_paths: "str | None") -> str:
     return "data"
 
 
+def check_categories(instances_json: "str | None", panoptic_json: "str | None") -> None:
+    """Every annotation's category id is a COCO-panoptic one, else a FormatError naming it."""
+    for path, key in ((instances_json, "annotations"), (panoptic_json, "annotations")):
+        if not path:
+            continue
+        with open(path) as f:
+            anns = json.load(f).get(key, [])
+        for a in anns:
+            for seg in a.get("segments_info", [a]):
+                _category_index(seg["category_id"], f"{os.path.basename(path)}: annotation "
+                                f"{seg.get('id', '?')} of image {a.get('image_id', '?')}")
+
+
 def _category_index(coco_id: int, where: str) -> int:
     try:
         return COCO_ID_TO_INDEX[int(coco_id)]
@@ -228,14 +241,24 @@ def convert_coco(out: str, *, images_dir: str, instances_json: "str | None" = No
         from tqdm import tqdm
 
         records = tqdm(records, desc=f"convert {split}", unit="img")
+    check_categories(instances_json, panoptic_json)   # refuse before any shard is replaced
     infos, chunk = [], []
-    for rec in records:  # already in key order: one shard in memory at a time
-        chunk.append(rec)
-        if len(chunk) == shard_size:
+    try:
+        for rec in records:  # already in key order: one shard in memory at a time
+            chunk.append(rec)
+            if len(chunk) == shard_size:
+                infos.append(write_shard(out, split, len(infos), chunk, meta=meta))
+                chunk = []
+        if chunk:
             infos.append(write_shard(out, split, len(infos), chunk, meta=meta))
-            chunk = []
-    if chunk:
-        infos.append(write_shard(out, split, len(infos), chunk, meta=meta))
+    except Exception as e:
+        if infos:   # keep the manifest true to the files on disk, and say what was replaced
+            build_manifest(out, provenance=provenance, known=infos, self_contained=self_contained)
+            msg = (f"conversion stopped after writing {len(infos)} shard(s) "
+                   f"({infos[0].file}..{infos[-1].file}); the manifest lists what is on disk; "
+                   "rerun with --overwrite")
+            raise FormatError(f"{type(e).__name__}: {e}; {msg}") from e
+        raise
     if overwrite:  # drop stale shards beyond the new count
         from .shards import join, open_fs
 

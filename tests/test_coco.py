@@ -174,3 +174,30 @@ def test_overlap_order_missing_image_and_overwrite(tmp_path):
                  shard_size=1)
     assert len(load_manifest(str(out))["splits"]["train"]["shards"]) == 2
     assert verify(str(out), full=True).ok
+
+
+def test_unknown_category_is_refused_before_any_shard_is_replaced(coco_tiny, tmp_path):
+    import json
+
+    from c2fmae_data.coco import convert_coco
+    from c2fmae_data.format import FormatError
+    from c2fmae_data.verify import verify
+
+    ann = json.loads((coco_tiny / "annotations" / "instances_val2017.json").read_text())
+    out = tmp_path / "out"
+    small = dict(ann, images=ann["images"][:3],
+                 annotations=[a for a in ann["annotations"]
+                              if a["image_id"] in {i["id"] for i in ann["images"][:3]}])
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(small))
+    convert_coco(str(out), images_dir=str(coco_tiny / "val2017"), instances_json=str(good),
+                 shard_size=1, split="val")
+    before = {p.name: p.read_bytes() for p in (out / "shards").iterdir()}
+    small["annotations"][-1] = dict(small["annotations"][-1], category_id=12)  # 12: not in COCO
+    bad = tmp_path / "bad_val.json"
+    bad.write_text(json.dumps(small))
+    with pytest.raises(FormatError, match="category id 12"):
+        convert_coco(str(out), images_dir=str(coco_tiny / "val2017"), instances_json=str(bad),
+                     shard_size=1, split="val", overwrite=True)
+    assert {p.name: p.read_bytes() for p in (out / "shards").iterdir()} == before
+    assert verify(str(out)).ok
