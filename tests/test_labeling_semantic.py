@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from c2fmae_data.verify import verify
 from c2fmae_data.categories import COCO_ID_TO_INDEX, COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE
 from c2fmae_data.format import FormatError, decode_semantic_png
 from c2fmae_data.manifest import load_manifest
@@ -89,3 +90,34 @@ def test_import_semantic_refuses_bad_png_without_touching_the_shard(tmp_path):
     with pytest.raises(FormatError, match="no semantic PNG for key 'train/n01440764/im1.png'"):
         import_semantic(str(root), str(tmp_path / "seem"))
     assert shard.read_bytes() == before
+
+
+def test_import_semantic_validates_every_shard_first_and_refreshes_categories(tmp_path):
+    import cv2
+
+    from labeling.folder import label_folder
+
+    imgs = tmp_path / "imgs" / "train" / "n01440764"
+    imgs.mkdir(parents=True)
+    for i in range(2):
+        cv2.imwrite(str(imgs / f"im{i}.png"), np.full((40, 48, 3), 60 + 60 * i, np.uint8))
+    root = tmp_path / "root"
+    label_folder(Labeler.from_preset("fake"), str(tmp_path / "imgs"), str(root), shard_size=1,
+                 log=lambda s: None)
+    shards = [root / rel for rel in list_shards(str(root))]
+    before = [p.read_bytes() for p in shards]
+    pngs = tmp_path / "seem" / "train" / "n01440764"
+    pngs.mkdir(parents=True)
+    dog = COCO_ID_TO_INDEX[18]
+    cv2.imwrite(str(pngs / "im0.png"), np.full((40, 48), dog, np.uint8))
+    cv2.imwrite(str(pngs / "im1.png"), np.full((40, 48), 140, np.uint8))   # bad, in shard 1
+    with pytest.raises(FormatError, match="im1.png: value 140"):
+        import_semantic(str(root), str(tmp_path / "seem"))
+    assert [p.read_bytes() for p in shards] == before       # shard 0 was not rewritten either
+    cv2.imwrite(str(pngs / "im1.png"), np.full((40, 48), dog, np.uint8))
+    import_semantic(str(root), str(tmp_path / "seem"))
+    fs, base = open_fs(str(root))
+    insts = [m for rel in list_shards(str(root))
+             for r in iter_shard(fs, f"{base}/{rel}") for m in r["instances"]]
+    assert insts and all(m["category"] == dog for m in insts)
+    assert verify(str(root), full=True).ok
