@@ -5,9 +5,10 @@ A dataset normally holds labels only; ``ImageSource(imagenet_root)`` reads
 and checks the bytes against the row's ``source_size`` and ``source_sha256`` so that masks are
 never paired with a different image. A self-contained dataset carries ``image_bytes`` instead.
 
-``decode_rgb`` is THE decode rule of the format: PIL decode, EXIF orientation applied with
-``ImageOps.exif_transpose`` (as the labeler does, so masks align), then grayscale / CMYK /
-palette / alpha converted to RGB (alpha is dropped).
+``decode_rgb`` is THE decode rule of the format, shared with the labeler (``upright`` +
+``to_rgb``) so masks align and both see the same pixels: PIL decode, EXIF orientation applied
+with ``ImageOps.exif_transpose``, then 16-bit / float / grayscale / CMYK / palette / alpha
+converted to 8-bit RGB by one rule (alpha is dropped).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import io
 import os
 import posixpath
 
+import numpy as np
 from PIL import Image, ImageOps
 
 
@@ -33,12 +35,30 @@ def decode_rgb(data: bytes, key: str = "?") -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-        img = ImageOps.exif_transpose(img, in_place=False) if _has_orientation(img) else img
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        return img
+        return to_rgb(upright(img))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise SampleError(key, f"image is not decodable: {e}") from None
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """EXIF orientation applied (a broken EXIF block is ignored, as if absent)."""
+    return ImageOps.exif_transpose(img, in_place=False) if _has_orientation(img) else img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB, the format's pixel rule (the labeler and the loader both use it):
+    16/32-bit integer grey keeps the high byte of 16 bits, float grey is stretched min..max to
+    0..255, everything else (L, LA, P, RGBA, CMYK, ...) is PIL's ``convert("RGB")``."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = (np.clip(np.asarray(img).astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(np.repeat(a[:, :, None], 3, axis=2))
+    if mode == "F":
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        lo, hi = float(a.min()), float(a.max())
+        a = ((a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)).astype(np.uint8)
+        return Image.fromarray(np.repeat(a[:, :, None], 3, axis=2))
+    return img if mode == "RGB" else img.convert("RGB")
 
 
 def _has_orientation(img: Image.Image) -> bool:

@@ -1,14 +1,13 @@
 """CPU stage: bytes -> 8-bit RGB array (+ a model-sized copy), or a failed record with a reason.
 
-Decoding rules (docs/LABELING.md): EXIF orientation applied (``ImageOps.exif_transpose``), so
-masks are stored at the size of the image as it should be displayed; CMYK / L / LA / P / RGBA /
-16-bit converted to 8-bit RGB (alpha dropped, as PIL's ``convert("RGB")`` in the training loader
-does; 16-bit values take their high byte). Refused: zero-byte, unreadable or truncated data, and
+Decoding rules (docs/LABELING.md): exactly the training loader's (``c2fmae_data.source.upright``
+and ``to_rgb``): EXIF orientation applied, so masks are stored at the size of the image as it
+should be displayed; CMYK / L / LA / P / RGBA / 16-bit / float converted to 8-bit RGB by one rule
+(alpha dropped; 16-bit values take their high byte). Refused: zero-byte, unreadable or truncated data, and
 images above ``max_pixels`` (decompression-bomb guard, checked from the header before decoding).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import warnings
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from c2fmae_data.format import failed_record
+from c2fmae_data.source import sha256_hex, to_rgb, upright
 
 DEFAULT_MAX_PIXELS = 50_000_000   # ~7000x7000: any real photo, not a decompression bomb
 DEFAULT_MAX_MODEL_SIDE = 1333     # Grounding DINO's longest edge; larger sources are shrunk once
@@ -58,18 +58,8 @@ class Prepared:
 
 
 def to_rgb8(img) -> np.ndarray:
-    """Any PIL mode -> H x W x 3 uint8."""
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(img)
-        a = (np.clip(a.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
-        return np.repeat(a[:, :, None], 3, axis=2)
-    if mode == "F":
-        a = np.nan_to_num(np.asarray(img, dtype=np.float64))
-        lo, hi = float(a.min()), float(a.max())
-        a = ((a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)).astype(np.uint8)
-        return np.repeat(a[:, :, None], 3, axis=2)
-    return np.array(img.convert("RGB"), dtype=np.uint8)  # writable (torch.from_numpy)
+    """Any PIL mode -> H x W x 3 uint8 (writable), by the format's pixel rule."""
+    return np.array(to_rgb(img), dtype=np.uint8)
 
 
 def model_copy(rgb: np.ndarray, max_side: int):
@@ -99,11 +89,11 @@ def model_copy(rgb: np.ndarray, max_side: int):
 def prepare(item: SourceImage, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             max_model_side: int = DEFAULT_MAX_MODEL_SIDE) -> "Prepared | dict":
     """Decode ``item``; never raises for bad image data (returns a failed record instead)."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     data = item.data if item.data is not None else b""
     base = {"wnid": item.wnid, "class_index": item.class_index,
-            "source_sha256": hashlib.sha256(data).hexdigest(), "source_size": len(data)}
+            "source_sha256": sha256_hex(data), "source_size": len(data)}
     if not data:
         return failed_record(item.key, "empty file (0 bytes)", **base)
     try:
@@ -116,8 +106,7 @@ def prepare(item: SourceImage, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                                      f"the limit of {max_pixels} (decompression-bomb guard; "
                                      f"raise max_pixels to accept it)", **base)
             img.load()
-            img = ImageOps.exif_transpose(img)
-            rgb = to_rgb8(img)
+            rgb = to_rgb8(upright(img))   # the loader decodes exactly so (c2fmae_data.source)
     except Image.DecompressionBombError as e:
         return failed_record(item.key, f"refused by PIL's decompression-bomb guard: {e}", **base)
     except Exception as e:  # noqa: BLE001 - any decoder error is a per-image failure

@@ -196,3 +196,32 @@ def test_labels_are_exposed_without_decoding(imagenet_sample, tmp_path):
     ds = ImageNetMultiGranular(tmp_path / "ds", imagenet_root=imagenet_sample)
     expect = [imagenet_wnid_to_index()[k.split("/")[1]] for k in ds.keys()]
     assert ds.labels.tolist() == expect and len(set(expect)) == len(ds) == 100
+
+
+def test_loader_and_labeler_decode_the_same_pixels():
+    """16-bit, float, CMYK, palette and EXIF-rotated images: the labeler's pixels (what the masks
+    were made on) equal the training loader's."""
+    from labeling.images import SourceImage, prepare
+
+    from c2fmae_data.source import decode_rgb
+
+    rng = np.random.default_rng(0)
+    g16 = Image.fromarray((rng.random((9, 7)) * 65535).astype(np.uint16))
+    flt = Image.fromarray(rng.random((9, 7)).astype(np.float32) * 3 - 1)
+    rgb = Image.fromarray((rng.random((9, 7, 3)) * 255).astype(np.uint8))
+    rot = io.BytesIO()
+    exif = rgb.getexif()
+    exif[0x0112] = 6
+    rgb.save(rot, format="JPEG", exif=exif)
+    cases = {"png16": g16, "float": flt, "cmyk": rgb.convert("CMYK"), "p": rgb.convert("P")}
+    blobs = {"rot": rot.getvalue()}
+    for name, im in cases.items():
+        buf = io.BytesIO()
+        im.save(buf, format="TIFF" if name in ("float", "cmyk") else "PNG")
+        blobs[name] = buf.getvalue()
+    for name, data in blobs.items():
+        lab = prepare(SourceImage(name, "n01440764", 0, data))
+        assert not isinstance(lab, dict), (name, lab)
+        np.testing.assert_array_equal(lab.rgb, np.asarray(decode_rgb(data)), err_msg=name)
+    upright = prepare(SourceImage("rot", "n01440764", 0, blobs["rot"]))
+    assert upright.rgb.shape[:2] == (7, 9)      # the EXIF-rotated 7x9 (w x h) image: 9x7
