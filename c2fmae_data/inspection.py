@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import colorsys
-import io
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from .categories import COCO_PANOPTIC_NAMES, NUM_IMAGENET_CLASSES, semantic_palette
 from .format import STATUS_OK, decode_instance_png, decode_semantic_png
 from .manifest import load_manifest
+from .source import ImageSource, SampleError
 from .shards import iter_shard, join, open_fs
 
 STAT_COLUMNS = ["key", "class_index", "status", "reason", "num_instances", "threshold",
@@ -142,23 +142,15 @@ def _fit(img: np.ndarray, nearest: bool) -> np.ndarray:
 
 
 def _rgb(rec: "dict[str, Any]", imagenet_root: "str | None") -> "np.ndarray | None":
-    from PIL import Image
-
-    data = rec.get("image_bytes")
-    if data is None and imagenet_root:
-        fs, base = open_fs(imagenet_root)
-        try:
-            with fs.open(join(base, rec["key"]), "rb") as f:
-                data = f.read()
-        except OSError:
-            data = None
-    if data is None:
+    """The row's image decoded as the loader does (EXIF upright, same pixel rule), or None."""
+    if rec.get("image_bytes") is None and not imagenet_root:
         return None
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception:
+        img = ImageSource(imagenet_root, verify=False).load(rec["key"],
+                                                             image_bytes=rec.get("image_bytes"))
+    except SampleError:
         return None
+    return np.asarray(img)
 
 
 def sample_panels(rec: "dict[str, Any]", imagenet_root: "str | None") -> np.ndarray:

@@ -192,12 +192,13 @@ class TrainTransform(JointTransform):
 
 
 class EvalTransform(JointTransform):
-    """Resize the shorter side to ``resize`` then center-crop ``size`` (256 -> 224 by default),
-    done as one center box in source pixels so masks and RGB stay aligned; no flip."""
+    """Resize the shorter side to ``resize`` then center-crop ``size`` (256 -> 224 by default; the
+    same 224/256 ratio at other sizes), done as one center box in source pixels so masks and RGB
+    stay aligned; no flip."""
 
-    def __init__(self, size: int = 224, stride: int = 4, resize: int = 256, **kw):
+    def __init__(self, size: int = 224, stride: int = 4, resize: "int | None" = None, **kw):
         super().__init__(size, stride, **kw)
-        self.resize = resize
+        self.resize = resize if resize is not None else round(size * 256 / 224)
 
     def box(self, width, height, rng):
         return center_crop_box(width, height, self.size / self.resize), False

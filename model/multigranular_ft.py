@@ -123,11 +123,13 @@ def load_classifier(path: str) -> "tuple[MultiGranularClassifier, dict]":
     return model, ck
 
 
-def make_dataset(args, split: str, train: bool, img_size: int, stride: int, limit):
+def make_dataset(args, split: str, train: bool, c, limit):
+    """The multi-granular split at the pretrained model's size, mask stride and instance cap."""
     from c2fmae_data import ImageNetMultiGranular
 
     ds = ImageNetMultiGranular(args.data, args.imagenet_root, split,
-                               transform="train" if train else "eval", size=img_size, stride=stride)
+                               transform="train" if train else "eval", size=c.img_size,
+                               stride=c.mask_stride, max_instances=c.max_instances)
     return torch.utils.data.Subset(ds, range(min(limit, len(ds)))) if limit else ds
 
 
@@ -159,7 +161,7 @@ def main(argv=None) -> dict:
     model.to(device)
     to_dev = (lambda b: {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                          for k, v in b.items()})
-    val_ds = make_dataset(args, d["val_split"], False, c.img_size, c.mask_stride, d["limit_val"])
+    val_ds = make_dataset(args, d["val_split"], False, c, d["limit_val"])
     val_loader = make_loader(val_ds, cfg["optim"]["batch_per_gpu"], False, cfg, world, rank)
     evaluate = (lambda net: topk_counts(net, val_loader, device, amp_dtype=dtype,
                                         forward=lambda b: net({**to_dev(b)})))
@@ -176,7 +178,7 @@ def main(argv=None) -> dict:
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_ds = make_dataset(args, d["train_split"], True, c.img_size, c.mask_stride, d["limit_train"])
+    train_ds = make_dataset(args, d["train_split"], True, c, d["limit_train"])
     train_loader = make_loader(train_ds, cfg["optim"]["batch_per_gpu"], True, cfg, world, rank,
                                cfg["train"]["seed"])
     rng = np.random.default_rng(cfg["train"]["seed"] + rank)
