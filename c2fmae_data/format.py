@@ -7,6 +7,7 @@ labeling workers and the CLI stay light.
 from __future__ import annotations
 
 import math
+import posixpath
 from typing import Any, Iterable
 
 import numpy as np
@@ -113,6 +114,17 @@ def decode_semantic_png(data: bytes) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- records
+def safe_relpath(rel: str) -> str:
+    """A key or manifest path made safe to join to a root: relative, normalized, never leaving
+    it (no leading /, no .., no backslash, no scheme or drive); FormatError otherwise."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        raise FormatError(f"unsafe path {rel!r}")
+    norm = posixpath.normpath(rel)
+    if rel.startswith("/") or norm.startswith("..") or ":" in rel.split("/")[0] or norm != rel:
+        raise FormatError(f"path {rel!r} would escape the dataset root")
+    return norm
+
+
 def make_instances(ids: np.ndarray, boxes: Iterable, scores: Iterable, phrases: Iterable,
                    categories: Iterable) -> "list[dict[str, Any]]":
     """Per-instance metadata rows for an id map whose ids 1..K follow the given lists."""
@@ -139,8 +151,10 @@ def check_record(rec: "dict[str, Any]", *, decode: bool = True) -> "list[str]":
     decoded and checked against width/height, the id ranges and the instance metadata."""
     key = rec.get("key")
     problems: list[str] = []
-    if not isinstance(key, str) or not key or key.startswith("/") or ".." in key.split("/"):
-        return [f"invalid key {key!r}"]
+    try:
+        safe_relpath(key)
+    except FormatError:
+        return [f"invalid key {key!r}"]   # keys are normalized relative paths
     missing = [c for c in COLUMNS if c not in rec]
     if missing:
         problems.append(f"missing columns {missing}")

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import posixpath
 import uuid
 from typing import Any, Iterable
 
 import pyarrow.parquet as pq
 
 from .categories import COCO_PANOPTIC_IDS, COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE, imagenet_wnids
-from .format import FORMAT_NAME, FORMAT_VERSION, STATUS_OK, FormatError
+from .format import FORMAT_NAME, FORMAT_VERSION, STATUS_OK, FormatError, safe_relpath
 from .shards import ShardInfo, join, list_shards, open_fs, parse_shard_name, sha256_file, shard_meta
 
 MANIFEST = "manifest.json"
@@ -126,16 +125,6 @@ def manifest_problems(m: Any) -> "list[str]":
             if not parsed or parsed[0] != split or not e["file"].startswith("shards/"):
                 probs.append(f"shard {e['file']} is not named shards/{split}-NNNNN.parquet")
     return probs
-
-
-def safe_relpath(rel: str) -> str:
-    """A manifest path made safe to join to a root: relative and never leaving it."""
-    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
-        raise FormatError(f"unsafe path {rel!r}")
-    norm = posixpath.normpath(rel)
-    if rel.startswith("/") or norm.startswith("..") or ":" in rel.split("/")[0] or norm != rel:
-        raise FormatError(f"path {rel!r} would escape the dataset root")
-    return norm
 
 
 def load_manifest(root: str) -> "dict[str, Any]":

@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import posixpath
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from .format import FormatError, safe_relpath
 
 
 class SampleError(RuntimeError):
@@ -100,9 +101,10 @@ class ImageSource:
                                  else (self._fs.protocol,))
 
     def path(self, key: str) -> str:
-        norm = posixpath.normpath(key)
-        if key.startswith("/") or norm.startswith("..") or norm != key:
-            raise SampleError(key, "key is not a plain relative path; refusing to read it")
+        try:
+            safe_relpath(key)
+        except FormatError:
+            raise SampleError(key, "key is not a plain relative path; refusing to read it") from None
         if self._fs is None:
             self._open()
         return f"{self._base.rstrip('/')}/{key}" if self._base else key
