@@ -145,3 +145,8 @@ def test_manifest_schema_and_unsafe_paths():
     for needle in ("'classes'", "format_version '2.0'", "escape"):
         assert needle in probs
     assert set(COLUMNS) >= {"key", "source_sha256", "instance_png", "semantic_png", "image_bytes"}
+
+
+def test_writer_refuses_keys_the_reader_could_never_read():
+    for key in ("a//b.JPEG", "./a.JPEG", "train/../x.JPEG", "s3:/x.JPEG", "a\\b.JPEG"):
+        assert check_record({"key": key}) == [f"invalid key {key!r}"], key
