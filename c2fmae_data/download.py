@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -25,7 +24,7 @@ from typing import Any, Callable
 
 from .format import FormatError
 from .manifest import MANIFEST, manifest_problems, safe_relpath, write_json_atomic
-from .shards import join, open_fs
+from .shards import join, open_fs, sha256_file
 
 CHUNK = 1 << 20
 PART = ".part"
@@ -121,13 +120,10 @@ def _stream_fsspec(url: str, offset: int):
     return offset, gen()
 
 
-def _sha256_local(path: str) -> "tuple[str, int]":
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(CHUNK), b""):
-            h.update(b)
-            n += len(b)
-    return h.hexdigest(), n
+def _local_sha256(path: str) -> "tuple[str, int]":
+    import fsspec
+
+    return sha256_file(fsspec.filesystem("file"), path, CHUNK)
 
 
 class _Fetcher:
@@ -151,7 +147,7 @@ class _Fetcher:
         part = final + PART
         size, sha = int(e["bytes"]), e["sha256"]
         if os.path.exists(final) and os.path.getsize(final) == size \
-                and _sha256_local(final)[0] == sha:
+                and _local_sha256(final)[0] == sha:
             with self.lock:
                 self.summary.skipped.append(rel)
             if self.bar is not None:
@@ -177,7 +173,7 @@ class _Fetcher:
                 for b in chunks:
                     f.write(b)
                     self._progress(len(b))
-            got_sha, got = _sha256_local(part)
+            got_sha, got = _local_sha256(part)
             if got < size:
                 raise DownloadError(f"{src}: connection ended at {got} of {size} bytes")
             if got != size or got_sha != sha:

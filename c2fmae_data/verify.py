@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from .format import COLUMNS, FORMAT_VERSION, STATUS_OK, FormatError, check_record
 from .manifest import MANIFEST, load_manifest
-from .shards import SHARD_DIR, TMP_MARK, join, open_fs, parse_shard_name, shard_meta
+from .shards import (SHARD_DIR, TMP_MARK, join, open_fs, parse_shard_name, sha256_file,
+                     shard_meta)
 
 #: columns read in quick mode (no masks, no image bytes)
 LIGHT_COLUMNS = [c for c in COLUMNS if c not in ("instance_png", "semantic_png", "image_bytes")]
@@ -66,14 +67,6 @@ def _key_hash(key: str) -> int:
                           signed=True)
 
 
-def _sha256_stream(f, chunk: int = 1 << 22) -> "tuple[str, int]":
-    h, n = hashlib.sha256(), 0
-    for b in iter(lambda: f.read(chunk), b""):
-        h.update(b)
-        n += len(b)
-    return h.hexdigest(), n
-
-
 def _iter_rows(pf: pq.ParquetFile, columns: "list[str]") -> Iterator["dict[str, Any]"]:
     have = set(pf.schema_arrow.names)
     cols = [c for c in columns if c in have]
@@ -86,6 +79,7 @@ class _Verifier:
         self.fs, self.base = open_fs(root)
         self.report = Report(root=str(root), full=full)
         self.imagenet_root = imagenet_root
+        self._source_fs = None   # (fs, base) of imagenet_root, opened on first use
         self.full = full
         self.key_hashes: list[np.ndarray] = []
         self.key_shard: list[np.ndarray] = []
@@ -146,8 +140,7 @@ class _Verifier:
         if not self.fs.exists(path):
             self.problem(f"{rel}: missing (listed in the manifest with {e.get('rows')} rows)")
             return prev_last
-        with self.fs.open(path, "rb") as f:
-            sha, size = _sha256_stream(f)
+        sha, size = sha256_file(self.fs, path)
         if size != int(e["bytes"]):
             self.problem(f"{rel}: {size} bytes, manifest says {e['bytes']} (truncated or replaced)")
         if sha != e["sha256"]:
@@ -188,7 +181,8 @@ class _Verifier:
             if self.full and rec.get("image_bytes") is not None and rec.get("status") == STATUS_OK:
                 if hashlib.sha256(rec["image_bytes"]).hexdigest() != rec.get("source_sha256"):
                     probs.append("image_bytes do not match source_sha256")
-            if self.imagenet_root is not None and rec.get("status") == STATUS_OK:
+            if (self.imagenet_root is not None and rec.get("status") == STATUS_OK
+                    and not any(p.startswith("invalid key") for p in probs)):
                 probs += self.check_source(rec)
             if isinstance(key, str):
                 if last is not None and key <= last:
@@ -216,12 +210,13 @@ class _Verifier:
         return last if last is not None else prev_last
 
     def check_source(self, rec: "dict[str, Any]") -> "list[str]":
-        fs, base = open_fs(self.imagenet_root)
+        if self._source_fs is None:
+            self._source_fs = open_fs(self.imagenet_root)
+        fs, base = self._source_fs
         path = join(base, rec["key"])
         self.report.checked_images += 1
         try:
-            with fs.open(path, "rb") as f:
-                sha, size = _sha256_stream(f)
+            sha, size = sha256_file(fs, path)
         except FileNotFoundError:
             return [f"source image {path} missing under --imagenet-root"]
         except OSError as e:
