@@ -24,6 +24,7 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from model.finetune_config import accum_steps, load_finetune_config, lr_at, scaled_lr
+from model.pretrain_utils import amp_dtype, init_distributed
 from model.finetune_data import ImageFolderSplit, eval_transform, train_transform
 from model.finetune_model import (create_classifier, layer_decay_groups, load_finetuned,
                                   read_encoder, save_finetuned, topk_counts)
@@ -32,29 +33,6 @@ CHECKPOINT = "checkpoint.pth"
 
 
 # ----------------------------------------------------------------------------- process setup
-def init_distributed(cfg: dict) -> "tuple[torch.device, int, int]":
-    """(device, rank, world) under torchrun; (cuda:0 or cpu, 0, 1) for one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = cfg["train"]["dist_backend"]
-        backend = ("nccl" if cuda else "gloo") if backend == "auto" else backend
-        torch.distributed.init_process_group(backend)
-    return device, rank, world
-
-
-def amp_dtype(cfg: dict, device: torch.device) -> "torch.dtype | None":
-    amp = cfg["train"]["amp"]
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
 def make_loader(ds, batch: int, train: bool, cfg: dict, world: int, rank: int, seed: int = 0):
     sampler = None
     if world > 1 and train:
@@ -190,7 +168,7 @@ def main(argv=None) -> dict:
     root = cfg["data"]["imagenet_root"]
     if not root:
         raise SystemExit("--imagenet-root (or data.imagenet_root) is required")
-    device, rank, world = init_distributed(cfg)
+    rank, world, device = init_distributed(cfg)
     torch.manual_seed(cfg["train"]["seed"] + rank)
     dtype = amp_dtype(cfg, device)
     m, d = cfg["model"], cfg["data"]

@@ -31,9 +31,10 @@ import torch
 from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from timm.layers import trunc_normal_
 
-from model.finetune import (amp_dtype, eval_json_path, init_distributed, make_loader,
-                            make_optimizer, end_epoch, train_one_epoch, write_json)
+from model.finetune import (end_epoch, eval_json_path, make_loader, make_optimizer,
+                            train_one_epoch, write_json)
 from model.finetune_config import accum_steps, load_finetune_config, scaled_lr
+from model.pretrain_utils import amp_dtype, init_distributed
 from model.finetune_model import HEAD_INIT_STD, topk_counts
 
 FORMAT = "c2fmae-multigranular-classifier"
@@ -146,7 +147,7 @@ def main(argv=None) -> dict:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     cfg = load_finetune_config(args.config, args.overrides)
-    device, rank, world = init_distributed(cfg)
+    rank, world, device = init_distributed(cfg)
     torch.manual_seed(cfg["train"]["seed"] + rank)
     dtype, d, a = amp_dtype(cfg, device), cfg["data"], cfg["aug"]
     log = print if rank == 0 else (lambda *x, **k: None)

@@ -74,14 +74,20 @@ def all_gather_objects(obj: Any, world: int) -> list:
     return out
 
 
-def autocast_ctx(cfg: dict, device: torch.device):
+def amp_dtype(cfg: dict, device: torch.device) -> "torch.dtype | None":
+    """train.amp -> autocast dtype: auto = bf16 on CUDA, fp32 (None) elsewhere."""
     amp = cfg["train"]["amp"]
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" else "none"
-    if amp == "none":
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def autocast_ctx(cfg: dict, device: torch.device):
+    """(autocast context, whether fp16 needs a GradScaler)."""
+    dtype = amp_dtype(cfg, device)
+    if dtype is None:
         return contextlib.nullcontext(), False
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype), amp == "fp16"
+    return torch.autocast(device.type, dtype=dtype), dtype == torch.float16
 
 
 # ----------------------------------------------------------------------------- logging
