@@ -15,7 +15,9 @@ After every evaluation, top-1 / top-5 on the val split go to ``<checkpoint>_eval
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import time
 
@@ -80,19 +82,27 @@ def train_one_epoch(model, loader, optimizer, criterion, cfg: dict, epoch: int, 
     peak, n_it = scaled_lr(cfg), len(loader)
     clip, every = cfg["optim"]["clip_grad"], cfg["train"]["log_every_steps"]
     max_steps, steps, total, seen = cfg["train"]["max_steps"], step0, 0.0, 0
+    usable = n_it - n_it % accum   # a trailing partial accumulation would never be stepped
+    ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(loader):
+        if i >= usable:
+            break
         if i % accum == 0:
             lr = lr_at(epoch + i / n_it, peak, cfg)
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
         x, y = prepare(batch)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = criterion(model(x), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} iteration {i}")
-        (loss / accum).backward()
-        total, seen = total + loss.item(), seen + 1
+        # DDP all-reduces gradients only on the micro-batch that ends an accumulation
+        sync = model.no_sync() if ddp and (i + 1) % accum else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = criterion(model(x), y)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss is {value} at epoch {epoch} iteration {i}")
+            (loss / accum).backward()
+        total, seen = total + value, seen + 1
         if (i + 1) % accum == 0:
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -100,7 +110,7 @@ def train_one_epoch(model, loader, optimizer, criterion, cfg: dict, epoch: int, 
             optimizer.zero_grad(set_to_none=True)
             steps += 1
             if every and steps % every == 0:
-                log(f"epoch {epoch} it {i + 1}/{n_it} loss {loss.item():.4f} lr {lr:.3g}")
+                log(f"epoch {epoch} it {i + 1}/{n_it} loss {value:.4f} lr {lr:.3g}")
             if max_steps and steps >= max_steps:
                 break
     return {"train_loss": total / max(seen, 1), "lr": lr if seen else 0.0, "steps": steps}
