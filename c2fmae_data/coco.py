@@ -9,7 +9,9 @@ a panoptic set is given, from its thing segments; stuff always comes from the pa
   non-crowd objects);
 * annotations of stuff categories inside an instance file go to the semantic map only;
 * semantic values are contiguous COCO-panoptic indices (``COCO_ID_TO_INDEX``), 255 = unlabeled;
-* keys are ``<split>/<file_name>``; ``wnid`` is "" and ``class_index`` -1 (not ImageNet);
+* keys are ``<images folder name>/<file_name>`` (``--images coco/val2017`` gives
+  ``val2017/000000139.jpg``): the image path relative to the folder that holds the images folder,
+  so ``--imagenet-root coco`` joins them as for ImageNet; ``wnid`` is "" and ``class_index`` -1;
 * an image that is missing, unreadable or whose size disagrees with its annotation becomes a
   ``failed`` row naming the reason, so the dataset still lists every annotated image.
 """
@@ -26,7 +28,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from .categories import COCO_ID_TO_INDEX, COCO_PANOPTIC_ISTHING, COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE
-from .format import STATUS_OK, FormatError, encode_instance_png, encode_semantic_png, failed_record
+from .format import (STATUS_OK, FormatError, encode_instance_png, encode_semantic_png,
+                     failed_record, safe_relpath)
 from .manifest import build_manifest, code_version
 from .shards import list_shards, sha256_local, write_shard
 
@@ -41,6 +44,17 @@ def infer_split(*json_paths: "str | None") -> str:
             if m:
                 return m.group(1)
     return "data"
+
+
+def key_prefix(images_dir: str) -> str:
+    """The first key component: the name of the images folder (``coco/val2017/`` -> ``val2017``).
+    Keys are then paths relative to its parent, the folder to pass as ``--imagenet-root``."""
+    name = os.path.basename(os.path.normpath(os.path.abspath(images_dir)))
+    if not name or name in (".", ".."):
+        raise ValueError(f"--images {images_dir!r}: give the folder that holds the images, "
+                         "e.g. coco/val2017")
+    safe_relpath(name)   # a name that could not be a key component is refused here, not per row
+    return name
 
 
 def check_categories(instances_json: "str | None", panoptic_json: "str | None") -> None:
@@ -160,8 +174,7 @@ def _image_record(key: str, path: str, width: int, height: int, self_contained: 
 
 def iter_records(*, images_dir: str, instances_json: "str | None" = None,
                  panoptic_json: "str | None" = None, panoptic_png_dir: "str | None" = None,
-                 split: str = "val", self_contained: bool = False
-                 ) -> Iterator["dict[str, Any]"]:
+                 self_contained: bool = False) -> Iterator["dict[str, Any]"]:
     """One format record per annotated image (images of the instance file when given, else of the
     panoptic file)."""
     if not instances_json and not panoptic_json:
@@ -182,8 +195,9 @@ def iter_records(*, images_dir: str, instances_json: "str | None" = None,
         pan_by_image = {a["image_id"]: a for a in pan["annotations"]}
         pan_images = [im for im in pan["images"] if im["id"] in pan_by_image]
     images = coco.loadImgs(coco.getImgIds()) if coco is not None else pan_images
+    prefix = key_prefix(images_dir)
     for im in sorted(images, key=lambda im: im["file_name"]):  # rows in key order, streamed
-        key = f"{split}/{im['file_name']}"
+        key = f"{prefix}/{im['file_name']}"
         w, h = int(im["width"]), int(im["height"])
         rec, err = _image_record(key, os.path.join(images_dir, im["file_name"]), w, h,
                                  self_contained)
@@ -220,6 +234,8 @@ def convert_coco(out: str, *, images_dir: str, instances_json: "str | None" = No
                  progress: bool = False) -> "dict[str, Any]":
     """Convert a COCO set into a dataset root ``out``; returns the manifest written."""
     split = split or infer_split(instances_json, panoptic_json)
+    if not os.path.isdir(images_dir):
+        raise FileNotFoundError(f"--images {images_dir}: no such folder")
     if shard_size < 1:
         raise ValueError("--shard-size must be at least 1")
     existing = list_shards(out, split)
@@ -228,7 +244,7 @@ def convert_coco(out: str, *, images_dir: str, instances_json: "str | None" = No
                               f"(e.g. {existing[0]}); pass --overwrite to replace them")
     provenance: dict[str, Any] = {"source": "coco", "converter": "c2fmae_data.coco",
                                   "code_version": code_version(), "split": split,
-                                  "annotations": {}}
+                                  "key_prefix": key_prefix(images_dir), "annotations": {}}
     for kind, path in (("instances", instances_json), ("panoptic", panoptic_json)):
         if path:
             provenance["annotations"][kind] = {"file": os.path.basename(path),
@@ -236,7 +252,7 @@ def convert_coco(out: str, *, images_dir: str, instances_json: "str | None" = No
     meta = {"provenance": provenance, "self_contained": self_contained}
     records = iter_records(images_dir=images_dir, instances_json=instances_json,
                            panoptic_json=panoptic_json, panoptic_png_dir=panoptic_png_dir,
-                           split=split, self_contained=self_contained)
+                           self_contained=self_contained)
     if progress:
         from tqdm import tqdm
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 from .categories import NUM_IMAGENET_CLASSES, NUM_SEMANTIC_CLASSES, SEMANTIC_IGNORE
 
 FORMAT_NAME = "c2fmae-multigranular"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 #: instance ids in the stored maps are 0 (background) .. MAX_STORED_INSTANCES

@@ -42,7 +42,7 @@ def test_instances_layout_and_provenance(tiny):
     assert len(m["splits"]["val"]["shards"]) == 4  # 16 + 16 + 16 + 2
     prov = m["provenance"]["annotations"]["instances"]
     assert prov["sha256"] == hashlib.sha256(ann.read_bytes()).hexdigest()
-    r = rows(out)["val/000000397133.jpg"]
+    r = rows(out)["val2017/000000397133.jpg"]
     assert (r["wnid"], r["class_index"], r["width"], r["height"]) == ("", -1, 640, 427)
     assert r["threshold"] is None and r["image_bytes"] is None
     assert all(i["score"] == 1.0 for i in r["instances"])
@@ -58,7 +58,7 @@ def test_instances_pixel_exact_against_pycocotools(tiny, coco_tiny):
     got = rows(out)
     checked_alone = checked_crowd = 0
     for img in coco.loadImgs(coco.getImgIds())[:25]:
-        r = got[f"val/{img['file_name']}"]
+        r = got[f"val2017/{img['file_name']}"]
         inst, sem = decode_instance_png(r["instance_png"]), decode_semantic_png(r["semantic_png"])
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]], iscrowd=None))
         masks = [coco.annToMask(a).astype(bool) for a in anns]
@@ -96,7 +96,7 @@ def test_panoptic_pixel_exact_against_png(coco_panoptic_sample, tmp_path):
     got = rows(tmp_path)
     for a in pan["annotations"]:
         img = next(i for i in pan["images"] if i["id"] == a["image_id"])
-        r = got[f"val/{img['file_name']}"]
+        r = got[f"input_images/{img['file_name']}"]
         assert r["image_bytes"] == (d / "input_images" / img["file_name"]).read_bytes()
         ids = read_panoptic_png(str(d / "panoptic_examples" / a["file_name"]))
         inst, sem = decode_instance_png(r["instance_png"]), decode_semantic_png(r["semantic_png"])
@@ -124,7 +124,7 @@ def test_instances_plus_panoptic_stuff(coco_panoptic_sample, tmp_path):
                  panoptic_png_dir=str(d / "panoptic_examples"))
     pan = json.loads((d / "panoptic_examples.json").read_text())
     a = pan["annotations"][0]
-    r = rows(tmp_path)["val/000000142238.jpg"]
+    r = rows(tmp_path)["input_images/000000142238.jpg"]
     ids = read_panoptic_png(str(d / "panoptic_examples" / a["file_name"]))
     sem = decode_semantic_png(r["semantic_png"])
     inst = decode_instance_png(r["instance_png"])
@@ -160,9 +160,9 @@ def test_overlap_order_missing_image_and_overwrite(tmp_path):
     out = tmp_path / "out"
     m = convert_coco(str(out), images_dir=str(tmp_path), instances_json=ann)
     assert list(m["splits"]) == ["train"] and m["totals"]["failed"] == 1
-    got = rows(out)
-    assert "gone.jpg" in got["train/gone.jpg"]["reason"]
-    r = got["train/a.jpg"]
+    got = rows(out)   # keys: the images folder's name / file name
+    assert "gone.jpg" in got[f"{tmp_path.name}/gone.jpg"]["reason"]
+    r = got[f"{tmp_path.name}/a.jpg"]
     inst, sem = decode_instance_png(r["instance_png"]), decode_semantic_png(r["semantic_png"])
     assert [i["phrase"] for i in r["instances"]] == ["person", "dog"]  # by decreasing area
     assert inst[4, 4] == 2 and sem[4, 4] == COCO_ID_TO_INDEX[18]  # the small one on top
