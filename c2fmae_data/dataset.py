@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from .format import STATUS_OK, FormatError, decode_instance_png, decode_semantic_png
 from .manifest import load_manifest, safe_relpath
 from .shards import join, open_fs
-from .source import ImageSource, SampleError
+from .source import ImageSource, SampleError, check_image_root
 from .png_rows import png_size
 from .transforms import EvalTransform, JointTransform, TrainTransform
 
@@ -88,6 +88,7 @@ class MultiGranularBase:
         self.root, self.split = str(root), split
         self.transform = make_transform(transform, size, stride, max_instances)
         self.include_failed, self.on_error = include_failed, on_error
+        check_image_root(imagenet_root)          # refuse a wrong folder now, not at sample 0
         self.source = ImageSource(imagenet_root, verify=verify_hash)
         self.manifest = load_manifest(self.root)
         splits = self.manifest["splits"]

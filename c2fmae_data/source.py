@@ -69,6 +69,33 @@ def _has_orientation(img: Image.Image) -> bool:
         return False
 
 
+def check_image_root(imagenet_root: "str | os.PathLike | None", flag: str = "imagenet_root"
+                     ) -> None:
+    """Refuse an image root that does not exist, in one line naming it and ``flag``, before any row
+    is read. Local folders: ``os.path.isdir``; object stores: one ``exists`` call (errors such as
+    missing credentials are left to the reads); http(s) is not checked (a folder URL need not
+    answer)."""
+    if imagenet_root is None:
+        return
+    from .shards import open_fs
+
+    root = str(imagenet_root)
+    fs, base = open_fs(root)
+    protos = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    if "file" in protos or "local" in protos:
+        ok = os.path.isdir(base)
+    elif {"http", "https"} & set(protos):
+        return
+    else:
+        try:
+            ok = fs.exists(base)
+        except Exception:  # noqa: BLE001 - no credentials, no network: the reads will say
+            return
+    if not ok:
+        raise FileNotFoundError(f"{flag} {root}: no such folder (give the folder that holds the "
+                                f"keys' first folder: train/ for ImageNet, val2017/ for COCO)")
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -2,7 +2,8 @@
 
 Two depths (``docs/FORMAT.md`` section "Verification"):
 
-* quick (default): manifest schema and version; per shard: present, byte size, sha256, row count,
+* quick (default): manifest schema and version; per shard: present, byte size, sha256, column
+  names and Arrow types against ``format.SCHEMA``, row count,
   first/last key and ok/failed counts against the manifest; extra shards; stray temporary files
   (warnings); keys sorted within a shard and across the shards of a split, unique across the whole
   dataset; every row's metadata (``check_record(decode=False)``: status, class index, sizes, hash
@@ -23,10 +24,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .format import COLUMNS, FORMAT_VERSION, STATUS_OK, FormatError, check_record
+from .format import COLUMNS, FORMAT_VERSION, SCHEMA, STATUS_OK, FormatError, check_record
 from .manifest import MANIFEST, load_manifest
+from .source import check_image_root
 from .shards import (SHARD_DIR, TMP_MARK, join, open_fs, parse_shard_name, sha256_file,
                      shard_meta)
 
@@ -65,6 +68,40 @@ class Report:
 def _key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little",
                           signed=True)
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """The type with large/view string, binary and list variants (what other Parquet writers may
+    produce; read the same) replaced by the plain ones of ``format.SCHEMA``."""
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.binary()
+    if pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return pa.list_(_plain_field(t.value_field))
+    if pa.types.is_list(t):
+        return pa.list_(_plain_field(t.value_field))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(_plain_field(t.value_field), t.list_size)
+    if pa.types.is_struct(t):
+        return pa.struct([_plain_field(t.field(i)) for i in range(t.num_fields)])
+    if pa.types.is_dictionary(t):
+        return _plain_type(t.value_type)
+    return t
+
+
+def _plain_field(f: pa.Field) -> pa.Field:
+    return pa.field(f.name, _plain_type(f.type))   # element names and nullability do not matter
+
+
+def type_problems(schema: pa.Schema) -> "list[str]":
+    """Columns whose Arrow type differs from ``format.SCHEMA`` (extra columns are allowed)."""
+    out = []
+    for f in SCHEMA:
+        i = schema.get_field_index(f.name)
+        if i >= 0 and _plain_type(schema.field(i).type) != _plain_type(f.type):
+            out.append(f"column {f.name} is {schema.field(i).type}, the format says {f.type}")
+    return out
 
 
 def _iter_rows(pf: pq.ParquetFile, columns: "list[str]") -> Iterator["dict[str, Any]"]:
@@ -163,6 +200,11 @@ class _Verifier:
         if missing:
             self.problem(f"{rel}: lacks columns {missing}")
             return prev_last
+        wrong = type_problems(pf.schema_arrow)
+        for p in wrong:
+            self.problem(f"{rel}: {p} (readers refuse its rows; rewrite the shard)")
+        if wrong:
+            return prev_last
         if pf.metadata.num_rows != int(e["rows"]):
             self.problem(f"{rel}: {pf.metadata.num_rows} rows, manifest says {e['rows']}")
         columns = list(COLUMNS) if self.full else LIGHT_COLUMNS
@@ -256,5 +298,7 @@ class _Verifier:
 
 
 def verify(root: str, *, imagenet_root: "str | None" = None, full: bool = False) -> Report:
-    """Check the dataset at ``root``; ``Report.ok`` is True only when nothing is wrong."""
+    """Check the dataset at ``root``; ``Report.ok`` is True only when nothing is wrong. A missing
+    ``imagenet_root`` raises FileNotFoundError (one line) instead of a problem per row."""
+    check_image_root(imagenet_root, "--imagenet-root")
     return _Verifier(str(root), imagenet_root, full).run()
