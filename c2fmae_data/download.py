@@ -227,4 +227,7 @@ def download(url: str, dest: str, *, workers: int = 4, retries: int = 5, backoff
         m["totals"] = {k: int(m["splits"][split].get(k, 0)) for k in m.get("totals", {})}
     fs, base = open_fs(dest)
     write_json_atomic(fs, join(base, MANIFEST), m)
+    from .card import write_card
+
+    write_card(fs, base, m)   # the card of what this copy holds (a remote card is not fetched)
     return fetcher.summary

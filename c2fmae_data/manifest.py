@@ -87,6 +87,9 @@ def build_manifest(root: str, *, provenance: "dict[str, Any] | None" = None,
     }
     if write:
         write_json_atomic(fs, join(base, MANIFEST), manifest)
+        from .card import write_card
+
+        write_card(fs, base, manifest)   # README.md: the Hugging Face dataset card
     return manifest
 
 

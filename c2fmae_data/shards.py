@@ -117,7 +117,8 @@ def write_shard(root: str, split: str, index: int, records: "Sequence[dict[str, 
     rel = f"{SHARD_DIR}/{shard_name(split, index)}"
     final = join(base, rel)
     fs.makedirs(join(base, SHARD_DIR), exist_ok=True)
-    tmp = f"{final}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+    # dot-prefixed: pyarrow/pandas/duckdb readers of shards/ skip an interrupted write's leftover
+    tmp = join(base, SHARD_DIR, f".{shard_name(split, index)}{TMP_MARK}{uuid.uuid4().hex[:12]}")
     with fs.open(tmp, "wb") as f:
         f.write(data)
     fs.mv(tmp, final)

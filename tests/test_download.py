@@ -177,4 +177,4 @@ def test_file_url_through_fsspec_and_cli(tmp_path, capsys):
     assert hashlib.sha256((dest / "manifest.json").read_bytes()).digest() == \
         hashlib.sha256((src / "manifest.json").read_bytes()).digest()
     assert not part.exists() and verify(str(dest)).ok
-    assert sorted(os.listdir(dest)) == ["manifest.json", "shards"]
+    assert sorted(os.listdir(dest)) == ["README.md", "manifest.json", "shards"]   # + the card
