@@ -30,7 +30,7 @@ from .transforms import EvalTransform, JointTransform, TrainTransform
 
 log = logging.getLogger(__name__)
 ROW_COLUMNS = ("key", "class_index", "width", "height", "source_size", "source_sha256",
-               "instance_png", "semantic_png", "status")
+               "instance_png", "semantic_png", "status", "reason")
 ON_ERROR = ("raise", "skip")
 
 
@@ -175,8 +175,16 @@ class MultiGranularBase:
     def make_sample(self, row: "dict[str, Any]") -> "dict[str, Any]":
         """Read the image, decode and check the masks, apply the transform."""
         key = row["key"]
-        img = self.source.load(key, row["source_sha256"], row["source_size"],
-                               row.get("image_bytes"))
+        try:
+            img = self.source.load(key, row["source_sha256"], row["source_size"],
+                                   row.get("image_bytes"))
+        except SampleError as e:
+            if row["status"] == STATUS_OK:
+                raise
+            # a failed row is kept (include_failed) only with pixels to show: often its image
+            # is the reason it failed, so say both
+            raise SampleError(key, f"labeling failed ({row.get('reason') or '?'}) and "
+                                   f"{str(e)[len(key) + 2:]}") from None
         w, h = img.size
         inst = sem = None
         if row["status"] == STATUS_OK:
@@ -232,8 +240,10 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
             center crop 224), a callable ``(img, instance, semantic) -> dict``, or ``None`` for the
             raw PIL image and full-resolution numpy masks.
         size, stride, max_instances: output size S, mask stride (4 -> 56x56, 1 -> SxS) and K.
-        include_failed: keep rows whose labeling failed (their masks are all 255); excluded and
-            counted in ``num_failed`` by default.
+        include_failed: keep rows whose labeling failed, with all-255 masks and their RGB;
+            excluded and counted in ``num_failed`` by default. A failed row whose image cannot
+            be read or decoded raises SampleError naming the key and the failure reason (with
+            ``on_error="skip"`` it is skipped and counted in ``errors``).
         on_error: ``"raise"`` a SampleError naming the key, or ``"skip"`` to substitute the next
             row and count it in ``errors``.
         verify_hash: check each source image's size and sha256 against the row.

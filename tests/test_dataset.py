@@ -166,8 +166,11 @@ def test_fsspec_roots_memory_and_file_urls(tmp_path):
     ds = ImageNetMultiGranular(f"file://{tmp_path}/local", f"file://{tmp_path}/imgs", **SMALL)
     got = [b["key"][0] for b in DataLoader(ds, batch_size=1, num_workers=2)]
     assert sorted(got) == ds.keys() and len(got) == 5
+    with pytest.raises(FileNotFoundError, match="nowhere: no such folder"):   # at construction
+        ImageNetMultiGranular(f"file://{tmp_path}/local", f"file://{tmp_path}/nowhere")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SampleError, match="not found"):
-        ImageNetMultiGranular(f"file://{tmp_path}/local", f"file://{tmp_path}/nowhere")[0]
+        ImageNetMultiGranular(f"file://{tmp_path}/local", f"file://{tmp_path}/empty")[0]
 
 
 def test_pickles_without_handles_and_bad_arguments(joined):
