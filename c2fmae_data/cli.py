@@ -39,11 +39,14 @@ def cmd_inspect(args) -> int:
     from .inspection import dataset_stats, draw_grid, format_stats
 
     stats = dataset_stats(args.root, split=args.split)
-    print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
-    if args.grid:
-        w, h = draw_grid(args.root, args.grid, n=args.n, imagenet_root=args.imagenet_root,
+    size = None
+    if args.grid:   # before printing anything: a grid it cannot draw is refused in one line
+        size = draw_grid(args.root, args.grid, n=args.n, imagenet_root=args.imagenet_root,
                          split=args.split)
-        print(f"wrote {args.grid} ({w}x{h})", file=sys.stderr if args.json else sys.stdout)
+    print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
+    if size:
+        print(f"wrote {args.grid} ({size[0]}x{size[1]})",
+              file=sys.stderr if args.json else sys.stdout)
     return EXIT_OK
 
 
@@ -88,53 +91,94 @@ def cmd_manifest(args) -> int:
 
 # ----------------------------------------------------------------------------- parser
 def _builtin(sub) -> None:
-    p = sub.add_parser("verify", help="check a dataset root; exit 0 only when all checks pass")
+    p = sub.add_parser("verify", help="check a dataset root; exit 0 only when all checks pass",
+                       description="Check a dataset root and list every problem (docs/FORMAT.md "
+                                   "section 6). Exit 0: all checks pass; 1: problems; 2: bad "
+                                   "input.")
     p.add_argument("root", help="dataset root (local path or fsspec URL)")
-    p.add_argument("--imagenet-root", help="also check every key exists here with its sha256")
+    p.add_argument("--imagenet-root", metavar="DIR",
+                   help="also check that every ok key exists under DIR with its size and sha256; "
+                        "DIR holds the keys' first folder (train/ for ImageNet, val2017/ for "
+                        "COCO) (default: source images not checked)")
     p.add_argument("--full", action="store_true",
-                   help="decode every mask (default: hashes, counts, keys and metadata only)")
+                   help="also decode every mask and check it against the metadata (default: "
+                        "off, quick: hashes, counts, keys, column types and metadata only)")
     p.add_argument("--json", nargs="?", const="-", metavar="PATH",
-                   help="write the report as JSON (to PATH, or stdout without PATH)")
+                   help="write the report as JSON to PATH, or to stdout when PATH is omitted "
+                        "(default: the text report only)")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("inspect", help="statistics of a dataset root and an optional sample grid")
-    p.add_argument("root")
-    p.add_argument("--split")
-    p.add_argument("--grid", metavar="OUT.png", help="draw RGB | instance | semantic panels")
-    p.add_argument("--n", type=int, default=16, help="samples in the grid (default 16)")
-    p.add_argument("--imagenet-root", help="where to read RGB for labels-only datasets")
-    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p = sub.add_parser("inspect", help="statistics of a dataset root and an optional sample grid",
+                       description="Print what a dataset holds (rows, classes, instances per "
+                                   "image, thresholds, failures) and optionally draw a grid of "
+                                   "labeled samples.")
+    p.add_argument("root", help="dataset root (local path or fsspec URL)")
+    p.add_argument("--split", help="only this split (default: every split)")
+    p.add_argument("--grid", metavar="OUT.png",
+                   help="also draw RGB | instance | semantic panels of the first --n ok samples, "
+                        "with the key, the class and a legend, into OUT.png (default: no grid)")
+    p.add_argument("--n", type=int, default=16, metavar="N",
+                   help="samples in the grid (default: %(default)s)")
+    p.add_argument("--imagenet-root", metavar="DIR",
+                   help="where the grid reads RGB for a labels-only dataset: the folder holding "
+                        "the keys' first folder (default: the rows' image_bytes; a labels-only "
+                        "dataset then refuses --grid)")
+    p.add_argument("--json", action="store_true",
+                   help="print the statistics as JSON (default: off, a text summary)")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("download", help="fetch a dataset root (manifest + shards) into DEST")
+    p = sub.add_parser("download", help="fetch a dataset root (manifest + shards) into DEST",
+                       description="Download a dataset root; shards are checked by sha256, "
+                                   "interrupted transfers resume when the command is rerun.")
     p.add_argument("url", help="dataset root URL: http(s)://, s3://, gs://, file:// or a path")
-    p.add_argument("dest", help="local folder")
-    p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
-    p.add_argument("--retries", type=int, default=5, help="retries per shard (default 5)")
-    p.add_argument("--backoff", type=float, default=0.5,
-                   help="first retry delay in s, doubled each retry (default 0.5)")
-    p.add_argument("--split", help="only this split")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("dest", help="local folder to download into (created when absent)")
+    p.add_argument("--workers", type=int, default=4,
+                   help="shards downloaded in parallel (default: %(default)s)")
+    p.add_argument("--retries", type=int, default=5,
+                   help="retries per shard before giving up (default: %(default)s)")
+    p.add_argument("--backoff", type=float, default=0.5, metavar="SECONDS",
+                   help="delay before the first retry, doubled each retry (default: "
+                        "%(default)s)")
+    p.add_argument("--split", help="download only this split (default: every split)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (default: off, a bar on stderr)")
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("convert-coco", help="COCO instances and/or panoptic -> shards")
-    p.add_argument("out", help="output dataset root")
-    p.add_argument("--instances", metavar="JSON", help="COCO instances json (things)")
+    p = sub.add_parser("convert-coco", help="COCO instances and/or panoptic -> shards",
+                       description="Convert COCO ground truth into a dataset root (docs/FORMAT.md "
+                                   "section 8). Keys are <images folder name>/<file name>: "
+                                   "--images coco/val2017 gives val2017/...jpg, joined later "
+                                   "with --imagenet-root coco.")
+    p.add_argument("out", help="output dataset root (local path or fsspec URL)")
+    p.add_argument("--instances", metavar="JSON",
+                   help="COCO instances json: things from polygons/RLE, crowd regions semantic "
+                        "only (default: none; give this and/or --panoptic)")
     p.add_argument("--panoptic", nargs=2, metavar=("JSON", "PNGDIR"),
-                   help="COCO panoptic json and its PNG folder (stuff; things too without "
-                        "--instances)")
-    p.add_argument("--images", required=True, metavar="DIR", help="folder of the images")
-    p.add_argument("--split", help="split name (default: train/val/test from the json name)")
-    p.add_argument("--self-contained", action="store_true", help="store the image bytes too")
-    p.add_argument("--shard-size", type=int, default=1000, help="rows per shard (default 1000)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing shards of the split")
+                   help="COCO panoptic json and its PNG folder: stuff, and things too without "
+                        "--instances (default: none)")
+    p.add_argument("--images", required=True, metavar="DIR",
+                   help="folder of the images (required); its name becomes the keys' first "
+                        "folder")
+    p.add_argument("--split",
+                   help="split name (default: train/val/test from the json name, "
+                        "instances_val2017.json -> val)")
+    p.add_argument("--self-contained", action="store_true",
+                   help="store the image bytes in the shards too (default: off, labels only)")
+    p.add_argument("--shard-size", type=int, default=1000, metavar="ROWS",
+                   help="rows per shard (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing shards of the split (default: off, refuse)")
     p.add_argument("--allow-failed", action="store_true",
-                   help="exit 0 even when some images became failed rows")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                   help="exit 0 even when some images became failed rows (default: off, exit 1)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (default: off, a bar on stderr)")
     p.set_defaults(func=cmd_convert_coco)
 
-    p = sub.add_parser("manifest", help="rebuild ROOT/manifest.json from its finished shards")
-    p.add_argument("root")
+    p = sub.add_parser("manifest", help="rebuild ROOT/manifest.json from its finished shards",
+                       description="Rescan ROOT/shards/ and rewrite manifest.json and the dataset "
+                                   "card README.md (a card without c2fmae-data's mark line is "
+                                   "kept). Use after a crash or after adding shards.")
+    p.add_argument("root", help="dataset root holding shards/ (local path or fsspec URL)")
     p.set_defaults(func=cmd_manifest)
 
 

@@ -1,23 +1,16 @@
 """``inspect``: what a dataset holds (counts, coverage, histograms, failures) and a visual grid.
 
 Statistics read only the light columns (no masks, no image bytes), one row group at a time. The
-grid decodes the masks of the first N ok rows (key order) itself and draws, per sample,
-RGB | instance | semantic panels: semantic in the official COCO-panoptic palette (255 black),
-instance ids in distinct colours (0 black). RGB comes from ``image_bytes`` (self-contained sets),
-else from ``imagenet_root/<key>``, else a grey placeholder.
+labeled sample grid (RGB | instance | semantic, captions, legend) is ``grid.draw_grid``.
 """
 from __future__ import annotations
 
 import collections
-import colorsys
 from typing import Any
 
-import numpy as np
-
-from .categories import COCO_PANOPTIC_NAMES, NUM_IMAGENET_CLASSES, semantic_palette
-from .format import STATUS_OK, decode_instance_png, decode_semantic_png
+from .categories import COCO_PANOPTIC_NAMES, NUM_IMAGENET_CLASSES
+from .format import STATUS_OK
 from .manifest import load_manifest
-from .source import ImageSource, SampleError
 from .shards import iter_shard, join, open_fs
 
 STAT_COLUMNS = ["key", "class_index", "status", "reason", "num_instances", "threshold",
@@ -25,8 +18,6 @@ STAT_COLUMNS = ["key", "class_index", "status", "reason", "num_instances", "thre
 #: upper edges of the instances-per-image bins (last bin is open)
 INSTANCE_BINS = (0, 1, 2, 3, 4, 5, 10, 20, 50)
 MAX_FAILURES_LISTED = 50
-TILE = 128          # each panel is TILE x TILE pixels
-PER_ROW = 4         # samples per grid row
 
 
 def _bin_label(n: int) -> str:
@@ -117,78 +108,5 @@ def format_stats(s: "dict[str, Any]") -> str:
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- grid
-def instance_colours(n: int) -> np.ndarray:
-    """(n+1)x3 uint8: black for 0, then well-separated hues (golden-ratio steps)."""
-    out = np.zeros((n + 1, 3), np.uint8)
-    for i in range(1, n + 1):
-        r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 1.0 - 0.25 * (i % 2))
-        out[i] = (int(r * 255), int(g * 255), int(b * 255))
-    return out
-
-
-def _fit(img: np.ndarray, nearest: bool) -> np.ndarray:
-    """Resize into a TILE x TILE panel keeping the aspect ratio (letterboxed in dark grey)."""
-    import cv2
-
-    h, w = img.shape[:2]
-    s = TILE / max(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    r = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
-    out = np.full((TILE, TILE, 3), 32, np.uint8)
-    y, x = (TILE - nh) // 2, (TILE - nw) // 2
-    out[y:y + nh, x:x + nw] = r
-    return out
-
-
-def _rgb(rec: "dict[str, Any]", imagenet_root: "str | None") -> "np.ndarray | None":
-    """The row's image decoded as the loader does (EXIF upright, same pixel rule), or None."""
-    if rec.get("image_bytes") is None and not imagenet_root:
-        return None
-    try:
-        img = ImageSource(imagenet_root, verify=False).load(rec["key"],
-                                                             image_bytes=rec.get("image_bytes"))
-    except SampleError:
-        return None
-    return np.asarray(img)
-
-
-def sample_panels(rec: "dict[str, Any]", imagenet_root: "str | None") -> np.ndarray:
-    """One TILE x 3*TILE strip: RGB | instance | semantic."""
-    inst = decode_instance_png(rec["instance_png"])
-    sem = decode_semantic_png(rec["semantic_png"])
-    pal = np.asarray(semantic_palette(), np.uint8)
-    rgb = _rgb(rec, imagenet_root)
-    if rgb is None or rgb.shape[:2] != inst.shape:
-        rgb = np.full(inst.shape + (3,), 128, np.uint8)
-    inst_rgb = instance_colours(int(inst.max()))[inst]
-    return np.concatenate([_fit(rgb, False), _fit(inst_rgb, True), _fit(pal[sem], True)], axis=1)
-
-
-def draw_grid(root: str, out: str, *, n: int = 16, imagenet_root: "str | None" = None,
-              split: "str | None" = None) -> "tuple[int, int]":
-    """Write a PNG grid of the first ``n`` ok samples; returns its (width, height)."""
-    from PIL import Image
-
-    m = load_manifest(root)
-    fs, base = open_fs(root)
-    strips = []
-    for sp in ([split] if split else list(m["splits"])):
-        for e in m["splits"][sp]["shards"]:
-            for rec in iter_shard(fs, join(base, e["file"])):
-                if len(strips) >= n:
-                    break
-                if rec["status"] == STATUS_OK:
-                    strips.append(sample_panels(rec, imagenet_root))
-    if not strips:
-        raise ValueError(f"{root}: no ok rows to draw")
-    per_row = min(PER_ROW, len(strips))
-    rows = -(-len(strips) // per_row)
-    grid = np.zeros((rows * TILE, per_row * 3 * TILE, 3), np.uint8)
-    for i, s in enumerate(strips):
-        r, c = divmod(i, per_row)
-        grid[r * TILE:(r + 1) * TILE, c * 3 * TILE:(c + 1) * 3 * TILE] = s
-    ofs, opath = open_fs(out)
-    with ofs.open(opath, "wb") as f:
-        Image.fromarray(grid).save(f, format="PNG")
-    return grid.shape[1], grid.shape[0]
+# the grid lives in grid.py; these names stay importable from here
+from .grid import TILE, draw_grid, instance_colours, sample_panels  # noqa: E402,F401

@@ -35,10 +35,13 @@ def test_convert_verify_inspect_grid(panoptic_root, tmp_path, capsys):
     assert cli.main(["inspect", str(panoptic_root), "--grid", str(grid), "--n", "16"]) == 0
     out = capsys.readouterr().out
     assert "rows 2  ok 2  failed 0" in out and "none (ground truth): 2" in out
+    from c2fmae_data.grid import panel_origin
+
     with Image.open(grid) as im:  # 2 ok samples -> one row of 2 x (RGB | instance | semantic)
-        assert im.size == (2 * 3 * TILE, TILE)
+        assert im.size[0] == 2 * 3 * TILE + 8 and im.size[1] > TILE
         a = np.asarray(im.convert("RGB"))
-    rgb, sem = a[:, :TILE], a[:, 2 * TILE:3 * TILE]
+    (x, y), (xs, _) = panel_origin(0, 0), panel_origin(0, 2)
+    rgb, sem = a[y:y + TILE, x:x + TILE], a[y:y + TILE, xs:xs + TILE]
     assert rgb.std() > 20  # the real photo, not the grey placeholder
     from c2fmae_data.categories import semantic_palette
 
@@ -46,14 +49,15 @@ def test_convert_verify_inspect_grid(panoptic_root, tmp_path, capsys):
     assert (sem == person).all(-1).sum() > 100  # semantic drawn in the COCO palette
 
 
-def test_grid_placeholder_for_labels_only(tmp_path):
+def test_grid_refuses_labels_only_without_image_root(tmp_path):
     from c2fmae_data.inspection import draw_grid
 
     write_shard(str(tmp_path), "train", 0, [record(f"train/{i}.JPEG") for i in range(5)])
     build_manifest(str(tmp_path))
-    assert draw_grid(str(tmp_path), str(tmp_path / "g.png"), n=5) == (4 * 3 * TILE, 2 * TILE)
-    a = np.asarray(Image.open(tmp_path / "g.png").convert("RGB"))
-    assert (a[TILE // 2, TILE // 2] == 128).all()  # grey placeholder where no image is known
+    with pytest.raises(ValueError, match="labels only .* --imagenet-root DIR, the folder holding "
+                                         "train/"):
+        draw_grid(str(tmp_path), str(tmp_path / "g.png"), n=5)   # not grey boxes
+    assert not (tmp_path / "g.png").exists()
     cols = instance_colours(40)
     assert len({tuple(c) for c in cols[1:]}) == 40 and tuple(cols[0]) == (0, 0, 0)
 
