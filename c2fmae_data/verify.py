@@ -117,6 +117,7 @@ class _Verifier:
         self.report = Report(root=str(root), full=full)
         self.imagenet_root = imagenet_root
         self._source_fs = None   # (fs, base) of imagenet_root, opened on first use
+        self._top_dirs: dict[str, bool] = {}   # key's first folder -> present under the root
         self.full = full
         self.key_hashes: list[np.ndarray] = []
         self.key_shard: list[np.ndarray] = []
@@ -255,6 +256,9 @@ class _Verifier:
         if self._source_fs is None:
             self._source_fs = open_fs(self.imagenet_root)
         fs, base = self._source_fs
+        top = rec["key"].split("/")[0]
+        if "/" in rec["key"] and not self._has_top(fs, base, top):
+            return []    # said once for the whole folder, not once per row
         path = join(base, rec["key"])
         self.report.checked_images += 1
         try:
@@ -270,6 +274,20 @@ class _Verifier:
             probs.append(f"source image {path} sha256 does not match source_sha256 "
                          f"(a different file than the one labeled)")
         return probs
+
+    def _has_top(self, fs, base: str, top: str) -> bool:
+        """Whether ``imagenet_root/<top>/`` exists; a problem naming it the first time not."""
+        if top not in self._top_dirs:
+            try:
+                ok = fs.isdir(join(base, top))
+            except Exception:  # noqa: BLE001 - e.g. http without listings: check per row
+                ok = True
+            self._top_dirs[top] = ok
+            if not ok:
+                self.problem(f"--imagenet-root {self.imagenet_root} has no folder {top}/, which "
+                             f"the keys start with ({top}/...): pass the folder that holds "
+                             f"{top}/; those rows' images were not checked")
+        return self._top_dirs[top]
 
     # ------------------------------------------------------------------ dataset-wide
     def check_duplicates(self) -> None:

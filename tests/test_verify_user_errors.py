@@ -104,3 +104,13 @@ def test_verify_into_a_closed_pipe_prints_no_traceback(tmp_path):
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 1
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_image_root_one_level_too_deep_is_one_problem_per_folder(tmp_path):
+    root = good_dataset(tmp_path / "ds", images=str(tmp_path / "img"))
+    assert verify(root, imagenet_root=str(tmp_path / "img")).ok
+    rep = verify(root, imagenet_root=str(tmp_path / "img" / "train"))   # the usual slip
+    assert rep.problems == [
+        f"--imagenet-root {tmp_path}/img/train has no folder {top}/, which the keys start with "
+        f"({top}/...): pass the folder that holds {top}/; those rows' images were not checked"
+        for top in ("train", "val")] and rep.checked_images == 0
