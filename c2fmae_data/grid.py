@@ -32,7 +32,7 @@ CAPTION = 30        # key + class above each sample
 LEGEND_ROW = 18     # one line of the legend
 SEP = 8             # gap between the strips of neighbouring samples
 PANELS = ("RGB", "instance", "semantic")
-GAP = (64, 64, 64)  # letterbox colour (distinct from the black of background / unlabeled)
+GAP = ((48, 48, 48), (80, 80, 80))  # letterbox checkerboard: no palette colour looks like it
 
 
 def panel_origin(i: int, panel: int, per_row: int = PER_ROW) -> "tuple[int, int]":
@@ -52,14 +52,17 @@ def instance_colours(n: int) -> np.ndarray:
 
 
 def _fit(img: np.ndarray, nearest: bool) -> np.ndarray:
-    """Resize into a TILE x TILE panel keeping the aspect ratio (letterboxed in dark grey)."""
+    """Resize into a TILE x TILE panel keeping the aspect ratio (letterboxed with a grey
+    checkerboard, so the margin is never mistaken for a class colour or black background)."""
     import cv2
 
     h, w = img.shape[:2]
     s = TILE / max(h, w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     r = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
-    out = np.full((TILE, TILE, 3), GAP, np.uint8)
+    yy, xx = np.mgrid[:TILE, :TILE]
+    out = np.where((((yy // 8) + (xx // 8)) % 2)[..., None] == 0, np.uint8(GAP[0][0]),
+                   np.uint8(GAP[1][0])).repeat(3, axis=2).astype(np.uint8)
     y, x = (TILE - nh) // 2, (TILE - nw) // 2
     out[y:y + nh, x:x + nw] = r
     return out
@@ -95,11 +98,11 @@ def sample_panels(rec: "dict[str, Any]", rgb: "np.ndarray | None"
 
 
 def class_name(rec: "dict[str, Any]") -> str:
-    """'n01440764 tench' for ImageNet rows, else the object categories ('objects: person, dog')."""
+    """'tench (n01440764)' for ImageNet rows, else the object categories ('objects: person, dog')."""
     ci = rec.get("class_index")
     if ci is not None and ci >= 0:
         try:
-            return f"{rec.get('wnid') or ''} {imagenet_lemmas()[ci][0]}".strip()
+            return f"{imagenet_lemmas()[ci][0]} ({rec.get('wnid') or f'class {ci}'})"
         except Exception:  # noqa: BLE001 - no timm class table: the index still says it
             return f"class {ci}"
     cats = list(dict.fromkeys(COCO_PANOPTIC_NAMES[m["category"]] for m in rec.get("instances") or []

@@ -91,5 +91,5 @@ def test_labels_only_refused_or_warned(coco_root, coco_tiny, tmp_path, capsys):
 
 
 def test_imagenet_class_caption():
-    assert class_name({"class_index": 0, "wnid": "n01440764"}) == "n01440764 tench"
+    assert class_name({"class_index": 0, "wnid": "n01440764"}) == "tench (n01440764)"
     assert class_name({"class_index": -1, "instances": []}) == "no objects"
