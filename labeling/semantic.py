@@ -6,7 +6,8 @@ mapped to the contiguous 0..132 order of ``c2fmae_data.categories`` BY NAME (doc
   1. exact match after lower-casing, '_' and '-' -> ' ' and collapsing spaces;
   2. otherwise match on the base name, i.e. with the suffixes 'merged', 'other' and 'stuff'
      stripped repeatedly from both sides ('sky-other-merged', 'sky_other', 'sky' all meet);
-  3. anything still unmatched maps to 255 (unlabeled).
+  3. a class still unmatched is refused (``UnmappedClassesError``, naming it) unless it is
+     listed in ``drop_classes`` as deliberately dropped; a dropped class maps to 255 (unlabeled).
 Per pixel: score_c = sum_q softmax(class_q)[c] * sigmoid(mask_q) (Mask2Former's semantic
 inference), computed at the resolution the model saw, arg-maxed, then resized to the image
 with nearest neighbour.
@@ -54,15 +55,31 @@ def _official_lookup() -> "tuple[dict[str, int], dict[str, int]]":
     return exact, base
 
 
-def label_lut(id2label: "dict") -> np.ndarray:
-    """uint8 lookup: model class id -> contiguous 0..132 or 255. Length = max id + 1."""
+class UnmappedClassesError(ValueError):
+    """A semantic model names classes outside the 133 COCO-panoptic classes."""
+
+
+def label_lut(id2label: "dict", drop_classes: "Sequence[str]" = ()) -> np.ndarray:
+    """uint8 lookup: model class id -> contiguous 0..132, or 255 for a class in ``drop_classes``.
+
+    Length = max id + 1 (ids the model does not have map to 255). Every other class must map by
+    name; otherwise ``UnmappedClassesError`` names them all, so a model with another label space
+    is refused before labeling instead of silently painting its classes unlabeled."""
     exact, base = _official_lookup()
     ids = {int(k): v for k, v in id2label.items()}
+    dropped = {normalize_name(n) for n in drop_classes}
     lut = np.full(max(ids) + 1 if ids else 0, SEMANTIC_IGNORE, dtype=np.uint8)
-    for k, name in ids.items():
+    unmapped = []
+    for k, name in sorted(ids.items()):
         idx = exact.get(normalize_name(name), base.get(base_name(name)))
         if idx is not None:
             lut[k] = idx
+        elif normalize_name(name) not in dropped:
+            unmapped.append(f"{name!r} (id {k})")
+    if unmapped:
+        raise UnmappedClassesError(
+            f"{len(unmapped)} semantic model class(es) do not map to the 133 COCO-panoptic classes: "
+            f"{', '.join(unmapped)}; map them or list them as deliberately dropped (drop_classes)")
     return lut
 
 
@@ -77,12 +94,13 @@ def _resize_nearest(arr: np.ndarray, hw: "tuple[int, int]") -> np.ndarray:
 class Mask2FormerSemantic:
     """``Mask2FormerForUniversalSegmentation`` (or OneFormer, ``task="semantic"``)."""
 
-    def __init__(self, model, processor, device: str = "cpu", dtype=None, oneformer=False):
+    def __init__(self, model, processor, device: str = "cpu", dtype=None, oneformer=False,
+                 drop_classes: "Sequence[str]" = ()):
         import torch
 
         self.model, self.processor = model.eval(), processor
         self.device, self.dtype, self.oneformer = device, dtype or torch.float32, oneformer
-        self.lut = label_lut(model.config.id2label)
+        self.lut = label_lut(model.config.id2label, drop_classes)
 
     def _inputs(self, tensors):
         if self.oneformer:
