@@ -17,6 +17,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .preflight import check_finite
 from .prompts import Prompt
 
 
@@ -107,6 +108,7 @@ class GroundingDinoDetector:
         length = text["input_ids"].shape[1]
         probs = out.logits[:, :, :length].float().sigmoid().cpu().numpy()   # (B, Q, L)
         cxcywh = out.pred_boxes.float().cpu().numpy()                       # (B, Q, 4), 0..1
+        check_finite("Grounding DINO", probs, cxcywh)   # NaN would only vanish below the floor
         results = []
         for b, (im, prompt) in enumerate(zip(images, prompts)):
             h, w = im.shape[:2]

@@ -21,6 +21,8 @@ import numpy as np
 
 from c2fmae_data.categories import COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE
 
+from .preflight import NonFiniteOutputError
+
 _SUFFIXES = (" merged", " other", " stuff")
 
 
@@ -131,6 +133,8 @@ class Mask2FormerSemantic:
             masks = F.interpolate(out.masks_queries_logits[b:b + 1].float(), size=(hp, wp),
                                   mode="bilinear", align_corners=False)[0, :, :hr, :wr]
             score = torch.einsum("qc,qhw->chw", cls, masks.sigmoid())
+            if not torch.isfinite(score).all():
+                raise NonFiniteOutputError("the semantic model returned non-finite scores")
             label = score.argmax(0).cpu().numpy()
             sem = np.full(label.shape, SEMANTIC_IGNORE, np.uint8)   # ids past the table: 255
             known = label < len(self.lut)
