@@ -85,7 +85,7 @@ def load_tiny_random(device: str, precision: str):
     mm, mp = T.mask2former()
     return (GroundingDinoDetector(gd.to(device, dtype), gp, tok, device, dtype),
             SamHQSegmenter(sm.to(device, dtype), sp, device, dtype),
-            Mask2FormerSemantic(mm.to(device, dtype), mp, device, dtype))
+            Mask2FormerSemantic(mm.to(device, dtype), mp, device, dtype, size=None))
 
 
 def cached(key, build):

@@ -8,9 +8,12 @@ mapped to the contiguous 0..132 order of ``c2fmae_data.categories`` BY NAME (doc
      stripped repeatedly from both sides ('sky-other-merged', 'sky_other', 'sky' all meet);
   3. a class still unmatched is refused (``UnmappedClassesError``, naming it) unless it is
      listed in ``drop_classes`` as deliberately dropped; a dropped class maps to 255 (unlabeled).
-Per pixel: score_c = sum_q softmax(class_q)[c] * sigmoid(mask_q) (Mask2Former's semantic
-inference), computed at the resolution the model saw, arg-maxed, then resized to the image
-with nearest neighbour.
+Input size: the COCO-evaluation size (short side 800, long side at most 1333, aspect ratio kept;
+``COCO_EVAL_SIZE``) that Mask2Former/OneFormer are evaluated at, not the hub preprocessor's
+384x384 squash (which distorts the aspect ratio and leaves a 96x96 mask grid); ``size=None`` keeps
+the processor's own size. Per pixel: score_c = sum_q softmax(class_q)[c] * sigmoid(mask_q)
+(Mask2Former's semantic inference), computed at the resolution the model saw, arg-maxed, then
+resized to the image with nearest neighbour.
 """
 from __future__ import annotations
 
@@ -24,6 +27,25 @@ from c2fmae_data.categories import COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE
 from .preflight import NonFiniteOutputError
 
 _SUFFIXES = (" merged", " other", " stuff")
+#: Mask2Former's / OneFormer's COCO evaluation input size (their configs: MIN_SIZE_TEST 800,
+#: MAX_SIZE_TEST 1333), in the image processors' ``size`` form
+COCO_EVAL_SIZE = {"shortest_edge": 800, "longest_edge": 1333}
+
+
+def parse_semantic_size(text: "str | None") -> "dict | None":
+    """``coco`` (default) -> COCO_EVAL_SIZE; ``processor`` -> None (the processor's own size);
+    ``SHORT,LONG`` -> that aspect-keeping size."""
+    if text in (None, "", "coco"):
+        return dict(COCO_EVAL_SIZE)
+    if text == "processor":
+        return None
+    try:
+        short, long = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"semantic size {text!r}: expected coco, processor or SHORT,LONG") from None
+    if not 0 < short <= long:
+        raise ValueError(f"semantic size {text!r}: need 0 < SHORT <= LONG")
+    return {"shortest_edge": short, "longest_edge": long}
 
 
 class SemanticModel(Protocol):
@@ -97,18 +119,20 @@ class Mask2FormerSemantic:
     """``Mask2FormerForUniversalSegmentation`` (or OneFormer, ``task="semantic"``)."""
 
     def __init__(self, model, processor, device: str = "cpu", dtype=None, oneformer=False,
-                 drop_classes: "Sequence[str]" = ()):
+                 drop_classes: "Sequence[str]" = (), size: "dict | None" = COCO_EVAL_SIZE):
         import torch
 
         self.model, self.processor = model.eval(), processor
+        self.size = dict(size) if size else None
         self.device, self.dtype, self.oneformer = device, dtype or torch.float32, oneformer
         self.lut = label_lut(model.config.id2label, drop_classes)
 
     def _inputs(self, tensors):
+        kw = {"size": self.size} if self.size else {}
         if self.oneformer:
             return self.processor(images=tensors, task_inputs=["semantic"] * len(tensors),
-                                  return_tensors="pt")
-        return self.processor(images=tensors, return_tensors="pt")
+                                  return_tensors="pt", **kw)
+        return self.processor(images=tensors, return_tensors="pt", **kw)
 
     def predict(self, images):
         import torch

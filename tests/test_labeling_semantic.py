@@ -140,3 +140,29 @@ def test_semantic_labeler_refuses_to_start_on_an_unmapped_label_space():
         Mask2FormerSemantic(_M(), processor=None)
     sem = Mask2FormerSemantic(_M(), processor=None, drop_classes=("hoverboard",))
     assert sem.lut[133] == 255 and sem.lut[:133].tolist() == list(range(133))
+
+
+def test_semantic_runs_at_the_coco_eval_size_keeping_the_aspect_ratio():
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import Mask2FormerImageProcessor
+
+    from labeling.semantic import Mask2FormerSemantic, parse_semantic_size
+
+    class _M(torch.nn.Module):
+        config = SimpleNamespace(id2label=dict(enumerate(COCO_PANOPTIC_NAMES)))
+
+    hub_like = Mask2FormerImageProcessor(size={"height": 384, "width": 384})   # the hub's squash
+    img = torch.zeros(3, 375, 500, dtype=torch.uint8)
+    sem = Mask2FormerSemantic(_M(), hub_like)
+    # 800 x 1067, rounded by the processor to its size_divisor 32: the aspect ratio is kept
+    assert tuple(sem._inputs([img])["pixel_values"].shape[-2:]) == (800, 1088)
+    tall = torch.zeros(3, 2000, 400, dtype=torch.uint8)                  # long side caps at 1333
+    h, w = sem._inputs([tall])["pixel_values"].shape[-2:]
+    assert 1312 <= h <= 1344 and abs(h / w - 5) < 0.2
+    sem.size = parse_semantic_size("processor")
+    assert tuple(sem._inputs([img])["pixel_values"].shape[-2:]) == (384, 384)
+    assert parse_semantic_size("512,853") == {"shortest_edge": 512, "longest_edge": 853}
+    with pytest.raises(ValueError, match="SHORT,LONG"):
+        parse_semantic_size("big")
