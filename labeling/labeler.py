@@ -208,6 +208,19 @@ class Labeler:
             pass
 
     def _label_group(self, preps: "list[Prepared]") -> "list[dict]":
+        """Label ``preps`` in buckets of one model-input size each, so that no image is padded
+        to another's size: Grounding DINO's and Mask2Former's outputs for an image then do not
+        depend on its batch companions (nor on the one-by-one retry path)."""
+        buckets: "dict[tuple, list[int]]" = {}
+        for i, p in enumerate(preps):
+            buckets.setdefault(tuple(p.model_image.shape), []).append(i)
+        out: list = [None] * len(preps)
+        for idx in buckets.values():
+            for i, rec in zip(idx, self._label_bucket([preps[i] for i in idx])):
+                out[i] = rec
+        return out
+
+    def _label_bucket(self, preps: "list[Prepared]") -> "list[dict]":
         if not preps:
             return []
         images = [p.model_image for p in preps]
