@@ -62,11 +62,17 @@ def _load(spec: ModelSpec, device: str, precision: str, weights_dir):
 
         from .semantic import Mask2FormerSemantic
 
+        pkw = dict(kw)
         if spec.kind == "oneformer":
             from transformers import AutoProcessor as P
+
+            from .weights import processor_kwargs
+
+            if os.path.isdir(src):      # class info from the weights dir, not the hub
+                pkw.update(processor_kwargs(src))
         else:
             P = AutoImageProcessor
-        proc = P.from_pretrained(src, **kw)
+        proc = P.from_pretrained(src, **pkw)
         model = AutoModelForUniversalSegmentation.from_pretrained(src, **kw)
         return Mask2FormerSemantic(model.to(device, dtype), proc, device, dtype,
                                    oneformer=spec.kind == "oneformer")
