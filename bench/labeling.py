@@ -169,8 +169,8 @@ def full_size_models(device, dtype):
     m2f = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(
         backbone_config=swin_l, num_queries=200, id2label=id2label,
         label2id={v: k for k, v in id2label.items()}))
-    sem = Mask2FormerSemantic(m2f.to(device, dtype), Mask2FormerImageProcessor(
-        size={"shortest_edge": 384, "longest_edge": 1333}), device, dtype)
+    # the size real runs use (semantic.COCO_EVAL_SIZE: short side 800, long side <= 1333)
+    sem = Mask2FormerSemantic(m2f.to(device, dtype), Mask2FormerImageProcessor(), device, dtype)
     return det, seg, sem
 
 

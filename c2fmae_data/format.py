@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import re
 from typing import Any, Iterable
 
 import numpy as np
@@ -137,10 +138,19 @@ def make_instances(ids: np.ndarray, boxes: Iterable, scores: Iterable, phrases: 
     return out
 
 
+_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
+
+
+def stable_reason(reason: Any) -> str:
+    """The reason text without memory addresses (``<_io.BytesIO object at 0x7f..>`` ->
+    ``<_io.BytesIO>``), so identical runs write identical shards."""
+    return _ADDRESS.sub("", str(reason)) or "unknown error"
+
+
 def failed_record(key: str, reason: str, **fields: Any) -> "dict[str, Any]":
-    """A row for an image that could not be labeled: masks null, the reason kept."""
+    """A row for an image that could not be labeled: masks null, the reason kept (deterministic)."""
     rec = {c: None for c in COLUMNS}
-    rec.update(key=key, status=STATUS_FAILED, reason=str(reason) or "unknown error",
+    rec.update(key=key, status=STATUS_FAILED, reason=stable_reason(reason),
                num_instances=0, instances=[], class_index=-1, width=0, height=0)
     rec.update(fields)
     return rec

@@ -2,9 +2,13 @@
 
 ``detect`` runs the model once per batch and returns, per image, every query scoring at least
 ``floor`` (boxes in the pixels of the image it was given); ``thresholds.select`` then walks the
-threshold down over these candidates. Scoring follows Grounding DINO: a query's score is its
-highest token probability over the prompt's phrase tokens; its phrase is the phrase holding that
-token (separator tokens '.', '?', [CLS], [SEP], padding are ignored).
+threshold down over these candidates. Scoring follows Grounding DINO's official COCO evaluation
+(its ``PostProcessCocoGrounding`` normalises each category's positive map over the category's
+tokens): a query's score for a phrase is the MEAN of its token probabilities over that phrase's
+tokens, and the query takes the phrase with the highest mean (separator tokens '.', '?', [CLS],
+[SEP], padding are ignored). The mean keeps one modifier word from carrying a multi-word phrase:
+with "dog sled", a query on a dog scores high on "dog" and low on "sled", so its mean stays low
+(docs/LABELING.md, "Phrase scoring").
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .preflight import check_finite
 from .prompts import Prompt
 
 
@@ -60,6 +65,16 @@ def phrase_spans(input_ids: "Sequence[int]", separators: "set[int]") -> "list[li
     return spans
 
 
+def score_queries(probs: np.ndarray, spans: "Sequence[Sequence[int]]"
+                  ) -> "tuple[np.ndarray, np.ndarray]":
+    """Per query: (score, phrase index) from token probabilities ``probs`` (Q, L).
+
+    A phrase's score is the mean of its tokens' probabilities; the query keeps its best phrase.
+    """
+    per_phrase = np.stack([probs[:, list(s)].mean(axis=1) for s in spans], axis=1)   # (Q, P)
+    return per_phrase.max(axis=1).astype(np.float32), per_phrase.argmax(axis=1)
+
+
 class GroundingDinoDetector:
     """Wraps ``GroundingDinoForObjectDetection`` + its image processor and tokenizer."""
 
@@ -93,6 +108,7 @@ class GroundingDinoDetector:
         length = text["input_ids"].shape[1]
         probs = out.logits[:, :, :length].float().sigmoid().cpu().numpy()   # (B, Q, L)
         cxcywh = out.pred_boxes.float().cpu().numpy()                       # (B, Q, 4), 0..1
+        check_finite("Grounding DINO", probs, cxcywh)   # NaN would only vanish below the floor
         results = []
         for b, (im, prompt) in enumerate(zip(images, prompts)):
             h, w = im.shape[:2]
@@ -101,9 +117,7 @@ class GroundingDinoDetector:
             if not spans:
                 results.append(Detections(np.zeros((0, 4)), [], [], prompt.phrases))
                 continue
-            per_phrase = np.stack([probs[b][:, s].max(axis=1) for s in spans], axis=1)  # (Q, P)
-            scores = per_phrase.max(axis=1)
-            phrase_ids = per_phrase.argmax(axis=1)
+            scores, phrase_ids = score_queries(probs[b], spans)
             keep = np.flatnonzero(scores >= np.float32(floor))
             c = cxcywh[b][keep]
             boxes = np.stack([c[:, 0] - c[:, 2] / 2, c[:, 1] - c[:, 3] / 2,

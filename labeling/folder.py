@@ -69,6 +69,7 @@ def label_folder(labeler, images: str, out: str, *, split: str = "train",
         raise FileNotFoundError(f"no images under {images} in <wnid>/ folders "
                                 "(expected the ImageNet layout, e.g. train/n01440764/*.JPEG)")
     fs, base = open_fs(out)
+    labeler.preflight()          # a model that cannot label stops here, before any shard
     prov = labeler.provenance()
     infos, totals = [], {"images": len(items), "ok": 0, "failed": 0, "skipped_shards": 0}
     for index, start in enumerate(range(0, len(items), shard_size)):

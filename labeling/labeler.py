@@ -24,6 +24,7 @@ from c2fmae_data.manifest import code_version
 from . import compose as C
 from .images import (DEFAULT_MAX_MODEL_SIDE, DEFAULT_MAX_PIXELS, Prepared, SourceImage,
                      model_copy, prepare)
+from .preflight import check_finite
 from .presets import TINY_RANDOM_POLICY, parse_preset, resolve_specs
 from .prompts import DEFAULT_MAX_LEMMAS, class_prompt
 from .thresholds import ThresholdPolicy, select
@@ -165,6 +166,12 @@ class Labeler:
                 out[i] = self._label_one(batch[i], first_error=e if len(todo) == 1 else None)
         return out
 
+    def preflight(self) -> dict:
+        """One generated image through every model, unisolated (labeling/preflight.py)."""
+        from .preflight import preflight
+
+        return preflight(self)
+
     # ------------------------------------------------------------------ internals
     @staticmethod
     def _base(p: Prepared) -> dict:
@@ -201,6 +208,19 @@ class Labeler:
             pass
 
     def _label_group(self, preps: "list[Prepared]") -> "list[dict]":
+        """Label ``preps`` in buckets of one model-input size each, so that no image is padded
+        to another's size: Grounding DINO's and Mask2Former's outputs for an image then do not
+        depend on its batch companions (nor on the one-by-one retry path)."""
+        buckets: "dict[tuple, list[int]]" = {}
+        for i, p in enumerate(preps):
+            buckets.setdefault(tuple(p.model_image.shape), []).append(i)
+        out: list = [None] * len(preps)
+        for idx in buckets.values():
+            for i, rec in zip(idx, self._label_bucket([preps[i] for i in idx])):
+                out[i] = rec
+        return out
+
+    def _label_bucket(self, preps: "list[Prepared]") -> "list[dict]":
         if not preps:
             return []
         images = [p.model_image for p in preps]
@@ -208,6 +228,7 @@ class Labeler:
         dets = self.detector.detect(images, prompts, self.policy.floor)
         kept, thresholds = [], []
         for p, d in zip(preps, dets):
+            check_finite("the detector", d.boxes, d.scores)
             vh, vw = p.valid_hw or (p.height, p.width)
             d.boxes = np.clip(d.boxes, 0, [vw, vh, vw, vh]).astype(np.float32)  # not in padding
             idx, t = select(d.boxes, d.scores, d.groups, self.policy)

@@ -62,11 +62,17 @@ def _load(spec: ModelSpec, device: str, precision: str, weights_dir):
 
         from .semantic import Mask2FormerSemantic
 
+        pkw = dict(kw)
         if spec.kind == "oneformer":
             from transformers import AutoProcessor as P
+
+            from .weights import processor_kwargs
+
+            if os.path.isdir(src):      # class info from the weights dir, not the hub
+                pkw.update(processor_kwargs(src))
         else:
             P = AutoImageProcessor
-        proc = P.from_pretrained(src, **kw)
+        proc = P.from_pretrained(src, **pkw)
         model = AutoModelForUniversalSegmentation.from_pretrained(src, **kw)
         return Mask2FormerSemantic(model.to(device, dtype), proc, device, dtype,
                                    oneformer=spec.kind == "oneformer")
@@ -85,7 +91,7 @@ def load_tiny_random(device: str, precision: str):
     mm, mp = T.mask2former()
     return (GroundingDinoDetector(gd.to(device, dtype), gp, tok, device, dtype),
             SamHQSegmenter(sm.to(device, dtype), sp, device, dtype),
-            Mask2FormerSemantic(mm.to(device, dtype), mp, device, dtype))
+            Mask2FormerSemantic(mm.to(device, dtype), mp, device, dtype, size=None))
 
 
 def cached(key, build):

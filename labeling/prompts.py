@@ -1,18 +1,18 @@
-"""Text prompts for Grounding DINO built from an ImageNet synset's lemmas.
+"""Text prompts for Grounding DINO: one per ImageNet class, from the shipped prompt table.
 
-Rule (docs/LABELING.md): take the synset's lemmas from timm's ImageNet metadata in their listed
-order, lower-case them, replace characters that the detector uses as separators ('.', '?') and
-other punctuation except '-' and "'" by spaces, collapse whitespace, drop duplicates and keep the
-first ``max_lemmas`` (default 3). Each lemma becomes one phrase ending with " ." so a multi-word
-lemma ("tinca tinca") stays ONE phrase, and several lemmas are synonyms of one class:
-``"tench . tinca tinca ."``. A detection is mapped back to the phrase whose tokens score highest.
+The table (labeling/data/imagenet_prompts.tsv, made by ``labeling.prompt_table`` from timm's
+lemmas: Latin binomials, spelling variants and phrases shared between classes dropped, a few
+hand overrides; docs/LABELING.md) gives each class up to 3 phrases. Each phrase ends with " ."
+so a multi-word phrase ("tree frog") stays ONE phrase, and the phrases are synonyms of one class:
+``"great white shark . white shark . man-eater ."``. ``clean_lemma``: lower-case, characters other
+than a-z 0-9 - ' become spaces ('.' and '?' are the detector's separators), spaces collapsed.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from c2fmae_data.categories import NUM_IMAGENET_CLASSES, imagenet_lemmas
+from c2fmae_data.categories import NUM_IMAGENET_CLASSES
 
 DEFAULT_MAX_LEMMAS = 3
 _DROP = re.compile(r"[^0-9a-z'\- ]+")
@@ -33,22 +33,13 @@ def clean_lemma(lemma: str) -> str:
     return " ".join(s.split())
 
 
-def phrases_for(lemmas, max_lemmas: int = DEFAULT_MAX_LEMMAS) -> "tuple[str, ...]":
-    out: list[str] = []
-    for lem in lemmas:
-        c = clean_lemma(lem)
-        if c and c not in out:
-            out.append(c)
-        if len(out) == max_lemmas:
-            break
-    return tuple(out)
-
-
 def class_prompt(class_index: int, max_lemmas: int = DEFAULT_MAX_LEMMAS) -> Prompt:
     """The prompt of ImageNet class ``class_index`` (timm order)."""
     if not 0 <= int(class_index) < NUM_IMAGENET_CLASSES:
         raise ValueError(f"class_index {class_index} outside 0..{NUM_IMAGENET_CLASSES - 1}")
-    phrases = phrases_for(imagenet_lemmas()[int(class_index)], max_lemmas)
+    from .prompt_table import load
+
+    phrases = load()[int(class_index)][:max_lemmas]
     if not phrases:
         raise ValueError(f"class {class_index} has no usable lemma")
     return Prompt(phrases)

@@ -6,10 +6,14 @@ mapped to the contiguous 0..132 order of ``c2fmae_data.categories`` BY NAME (doc
   1. exact match after lower-casing, '_' and '-' -> ' ' and collapsing spaces;
   2. otherwise match on the base name, i.e. with the suffixes 'merged', 'other' and 'stuff'
      stripped repeatedly from both sides ('sky-other-merged', 'sky_other', 'sky' all meet);
-  3. anything still unmatched maps to 255 (unlabeled).
-Per pixel: score_c = sum_q softmax(class_q)[c] * sigmoid(mask_q) (Mask2Former's semantic
-inference), computed at the resolution the model saw, arg-maxed, then resized to the image
-with nearest neighbour.
+  3. a class still unmatched is refused (``UnmappedClassesError``, naming it) unless it is
+     listed in ``drop_classes`` as deliberately dropped; a dropped class maps to 255 (unlabeled).
+Input size: the COCO-evaluation size (short side 800, long side at most 1333, aspect ratio kept;
+``COCO_EVAL_SIZE``) that Mask2Former/OneFormer are evaluated at, not the hub preprocessor's
+384x384 squash (which distorts the aspect ratio and leaves a 96x96 mask grid); ``size=None`` keeps
+the processor's own size. Per pixel: score_c = sum_q softmax(class_q)[c] * sigmoid(mask_q)
+(Mask2Former's semantic inference), computed at the resolution the model saw, arg-maxed, then
+resized to the image with nearest neighbour.
 """
 from __future__ import annotations
 
@@ -20,7 +24,28 @@ import numpy as np
 
 from c2fmae_data.categories import COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE
 
+from .preflight import NonFiniteOutputError
+
 _SUFFIXES = (" merged", " other", " stuff")
+#: Mask2Former's / OneFormer's COCO evaluation input size (their configs: MIN_SIZE_TEST 800,
+#: MAX_SIZE_TEST 1333), in the image processors' ``size`` form
+COCO_EVAL_SIZE = {"shortest_edge": 800, "longest_edge": 1333}
+
+
+def parse_semantic_size(text: "str | None") -> "dict | None":
+    """``coco`` (default) -> COCO_EVAL_SIZE; ``processor`` -> None (the processor's own size);
+    ``SHORT,LONG`` -> that aspect-keeping size."""
+    if text in (None, "", "coco"):
+        return dict(COCO_EVAL_SIZE)
+    if text == "processor":
+        return None
+    try:
+        short, long = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"semantic size {text!r}: expected coco, processor or SHORT,LONG") from None
+    if not 0 < short <= long:
+        raise ValueError(f"semantic size {text!r}: need 0 < SHORT <= LONG")
+    return {"shortest_edge": short, "longest_edge": long}
 
 
 class SemanticModel(Protocol):
@@ -54,15 +79,31 @@ def _official_lookup() -> "tuple[dict[str, int], dict[str, int]]":
     return exact, base
 
 
-def label_lut(id2label: "dict") -> np.ndarray:
-    """uint8 lookup: model class id -> contiguous 0..132 or 255. Length = max id + 1."""
+class UnmappedClassesError(ValueError):
+    """A semantic model names classes outside the 133 COCO-panoptic classes."""
+
+
+def label_lut(id2label: "dict", drop_classes: "Sequence[str]" = ()) -> np.ndarray:
+    """uint8 lookup: model class id -> contiguous 0..132, or 255 for a class in ``drop_classes``.
+
+    Length = max id + 1 (ids the model does not have map to 255). Every other class must map by
+    name; otherwise ``UnmappedClassesError`` names them all, so a model with another label space
+    is refused before labeling instead of silently painting its classes unlabeled."""
     exact, base = _official_lookup()
     ids = {int(k): v for k, v in id2label.items()}
+    dropped = {normalize_name(n) for n in drop_classes}
     lut = np.full(max(ids) + 1 if ids else 0, SEMANTIC_IGNORE, dtype=np.uint8)
-    for k, name in ids.items():
+    unmapped = []
+    for k, name in sorted(ids.items()):
         idx = exact.get(normalize_name(name), base.get(base_name(name)))
         if idx is not None:
             lut[k] = idx
+        elif normalize_name(name) not in dropped:
+            unmapped.append(f"{name!r} (id {k})")
+    if unmapped:
+        raise UnmappedClassesError(
+            f"{len(unmapped)} semantic model class(es) do not map to the 133 COCO-panoptic classes: "
+            f"{', '.join(unmapped)}; map them or list them as deliberately dropped (drop_classes)")
     return lut
 
 
@@ -77,18 +118,21 @@ def _resize_nearest(arr: np.ndarray, hw: "tuple[int, int]") -> np.ndarray:
 class Mask2FormerSemantic:
     """``Mask2FormerForUniversalSegmentation`` (or OneFormer, ``task="semantic"``)."""
 
-    def __init__(self, model, processor, device: str = "cpu", dtype=None, oneformer=False):
+    def __init__(self, model, processor, device: str = "cpu", dtype=None, oneformer=False,
+                 drop_classes: "Sequence[str]" = (), size: "dict | None" = COCO_EVAL_SIZE):
         import torch
 
         self.model, self.processor = model.eval(), processor
+        self.size = dict(size) if size else None
         self.device, self.dtype, self.oneformer = device, dtype or torch.float32, oneformer
-        self.lut = label_lut(model.config.id2label)
+        self.lut = label_lut(model.config.id2label, drop_classes)
 
     def _inputs(self, tensors):
+        kw = {"size": self.size} if self.size else {}
         if self.oneformer:
             return self.processor(images=tensors, task_inputs=["semantic"] * len(tensors),
-                                  return_tensors="pt")
-        return self.processor(images=tensors, return_tensors="pt")
+                                  return_tensors="pt", **kw)
+        return self.processor(images=tensors, return_tensors="pt", **kw)
 
     def predict(self, images):
         import torch
@@ -113,6 +157,8 @@ class Mask2FormerSemantic:
             masks = F.interpolate(out.masks_queries_logits[b:b + 1].float(), size=(hp, wp),
                                   mode="bilinear", align_corners=False)[0, :, :hr, :wr]
             score = torch.einsum("qc,qhw->chw", cls, masks.sigmoid())
+            if not torch.isfinite(score).all():
+                raise NonFiniteOutputError("the semantic model returned non-finite scores")
             label = score.argmax(0).cpu().numpy()
             sem = np.full(label.shape, SEMANTIC_IGNORE, np.uint8)   # ids past the table: 255
             known = label < len(self.lut)

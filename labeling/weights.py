@@ -61,6 +61,42 @@ def record(wdir: str, hub_id: str, revision: "str | None") -> dict:
     return {"dir": model_dirname(hub_id), "revision": revision, "files": hash_tree(d)}
 
 
+def class_info_file(model_dir: str) -> "tuple[str, str] | None":
+    """(repo, file) of the class-info json a OneFormer image processor reads at build time, from
+    the model dir's preprocessor_config.json (``repo_path``, ``class_info_file``), or None."""
+    cfg = os.path.join(model_dir, "preprocessor_config.json")
+    if not os.path.isfile(cfg):
+        return None
+    with open(cfg, encoding="utf-8") as f:
+        d = json.load(f)
+    name = d.get("class_info_file")
+    return (d.get("repo_path") or "", name) if name else None
+
+
+def fetch_class_info(model_dir: str, download=None) -> "str | None":
+    """Put OneFormer's class-info json (e.g. shi-labs/oneformer_demo's coco_panoptic.json, a hub
+    DATASET repo) into ``model_dir`` so that the processor builds offline; its path, or None."""
+    info = class_info_file(model_dir)
+    if info is None:
+        return None
+    repo, name = info
+    dest = os.path.join(model_dir, name)
+    if not os.path.isfile(dest):
+        if download is None:
+            from huggingface_hub import hf_hub_download as download
+        download(repo, name, repo_type="dataset", local_dir=model_dir)
+    return dest
+
+
+def processor_kwargs(model_dir: str) -> dict:
+    """``from_pretrained`` kwargs that make a OneFormer processor read its class info from
+    ``model_dir`` instead of the hub (empty when the dir has no such file)."""
+    info = class_info_file(model_dir)
+    if info and os.path.isfile(os.path.join(model_dir, info[1])):
+        return {"repo_path": model_dir}
+    return {}
+
+
 def download(wdir: str, specs: "Iterable[ModelSpec]", log=print) -> dict:
     """Fetch each hub model at its revision into ``wdir`` and write the lock (needs network)."""
     from huggingface_hub import HfApi, snapshot_download
@@ -78,6 +114,9 @@ def download(wdir: str, specs: "Iterable[ModelSpec]", log=print) -> dict:
         log(f"download {spec.source}@{info.sha} -> {model_dirname(spec.source)}/")
         snapshot_download(spec.source, revision=info.sha, allow_patterns=patterns,
                           local_dir=os.path.join(wdir, model_dirname(spec.source)))
+        if spec.kind == "oneformer":
+            extra = fetch_class_info(os.path.join(wdir, model_dirname(spec.source)))
+            log(f"  + class info {extra}" if extra else "  (no class-info file named)")
         entries[spec.source] = record(wdir, spec.source, info.sha)
     if entries:
         write_lock(wdir, entries)

@@ -77,6 +77,7 @@ class LabelWorker:
     def __init__(self, models: str, device: str, precision: str,
                  crash_hook: "tuple[str, str, int] | None" = None):
         self.labeler = _get_labeler(models, device, precision)
+        self.labeler.preflight()     # fail at start, not as a dataset of failed rows
         self.crash_hook = crash_hook
 
     def ready(self) -> bool:

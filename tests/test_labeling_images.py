@@ -136,3 +136,28 @@ def test_oom_retries_smaller_then_fails_only_that_image():
                             SourceImage("a/n01440764/ok", "n01440764", 0, small)])
     assert recs[0]["status"] == "failed" and "out of memory" in recs[0]["reason"]
     assert recs[1]["status"] == "ok"
+
+
+def test_failure_reasons_hold_no_memory_address(labeler):
+    rec = labeler.label_items([SourceImage("train/n01440764/g.x", "n01440764", 0,
+                                           CASES["garbage"][0])])[0]
+    assert rec["status"] == "failed" and " at 0x" not in rec["reason"], rec["reason"]
+
+
+def test_two_runs_over_the_bad_inputs_write_identical_shards(tmp_path):
+    from c2fmae_data.cli import main
+
+    src = tmp_path / "in" / "train" / "n01440764"
+    src.mkdir(parents=True)
+    for name, (data, _, _) in CASES.items():
+        (src / f"{name}.JPEG").write_bytes(data)
+    outs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        rc = main(["label", "--images", str(tmp_path / "in"), "--out", str(out), "--models", "fake"])
+        assert rc in (0, 1)       # failed rows may set the exit status; the shards are the point
+        outs.append(out)
+    shards = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*.parquet"))
+    assert shards
+    for rel in shards:
+        assert (outs[0] / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel

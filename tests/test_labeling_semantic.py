@@ -11,7 +11,7 @@ from c2fmae_data.format import FormatError, decode_semantic_png
 from c2fmae_data.manifest import load_manifest
 from c2fmae_data.shards import iter_shard, list_shards, open_fs, shard_meta
 from labeling.labeler import Labeler, SourceImage
-from labeling.semantic import label_lut
+from labeling.semantic import UnmappedClassesError, label_lut
 from labeling.semantic_import import coco_lut, import_semantic
 
 
@@ -27,10 +27,12 @@ def test_official_ids_map_to_contiguous_order(coco_panoptic_sample):
     assert label_lut({i: c["name"] for i, c in enumerate(cats)}).tolist() == list(range(133))
 
 
-def test_model_names_match_by_base_name_and_unknown_is_ignored():
+def test_model_names_match_by_base_name_and_unmapped_are_refused_unless_dropped():
     names = {0: "wall-other", 1: "sky", 2: "Tree_merged", 3: "door", 4: "unicorn",
              5: "dining table", 6: "floor-other-merged", 7: "window", 9: "person"}
-    lut = label_lut(names)
+    with pytest.raises(UnmappedClassesError, match="'unicorn' \\(id 4\\)"):
+        label_lut(names)
+    lut = label_lut(names, drop_classes=["Unicorn"])
     idx = {n: i for i, n in enumerate(COCO_PANOPTIC_NAMES)}
     assert lut.tolist() == [idx["wall-other-merged"], idx["sky-other-merged"], idx["tree-merged"],
                             idx["door-stuff"], 255, idx["dining table"],
@@ -121,3 +123,46 @@ def test_import_semantic_validates_every_shard_first_and_refreshes_categories(tm
              for r in iter_shard(fs, f"{base}/{rel}") for m in r["instances"]]
     assert insts and all(m["category"] == dog for m in insts)
     assert verify(str(root), full=True).ok
+
+
+def test_semantic_labeler_refuses_to_start_on_an_unmapped_label_space():
+    from types import SimpleNamespace
+
+    import torch
+
+    from labeling.semantic import Mask2FormerSemantic
+
+    class _M(torch.nn.Module):
+        config = SimpleNamespace(id2label={i: n for i, n in enumerate(COCO_PANOPTIC_NAMES)}
+                                 | {133: "hoverboard"})
+
+    with pytest.raises(UnmappedClassesError, match="hoverboard"):
+        Mask2FormerSemantic(_M(), processor=None)
+    sem = Mask2FormerSemantic(_M(), processor=None, drop_classes=("hoverboard",))
+    assert sem.lut[133] == 255 and sem.lut[:133].tolist() == list(range(133))
+
+
+def test_semantic_runs_at_the_coco_eval_size_keeping_the_aspect_ratio():
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import Mask2FormerImageProcessor
+
+    from labeling.semantic import Mask2FormerSemantic, parse_semantic_size
+
+    class _M(torch.nn.Module):
+        config = SimpleNamespace(id2label=dict(enumerate(COCO_PANOPTIC_NAMES)))
+
+    hub_like = Mask2FormerImageProcessor(size={"height": 384, "width": 384})   # the hub's squash
+    img = torch.zeros(3, 375, 500, dtype=torch.uint8)
+    sem = Mask2FormerSemantic(_M(), hub_like)
+    # 800 x 1067, rounded by the processor to its size_divisor 32: the aspect ratio is kept
+    assert tuple(sem._inputs([img])["pixel_values"].shape[-2:]) == (800, 1088)
+    tall = torch.zeros(3, 1000, 500, dtype=torch.uint8)                  # long side caps at 1333
+    h, w = sem._inputs([tall])["pixel_values"].shape[-2:]
+    assert 1312 <= h <= 1344 and abs(h / w - 2) < 0.05
+    sem.size = parse_semantic_size("processor")
+    assert tuple(sem._inputs([img])["pixel_values"].shape[-2:]) == (384, 384)
+    assert parse_semantic_size("512,853") == {"shortest_edge": 512, "longest_edge": 853}
+    with pytest.raises(ValueError, match="SHORT,LONG"):
+        parse_semantic_size("big")

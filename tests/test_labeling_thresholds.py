@@ -6,7 +6,7 @@ from c2fmae_data.format import check_record, decode_instance_png
 from labeling.detector import Detections
 from labeling.fakes import FakeDetector, FakeSegmenter, FakeSemantic
 from labeling.labeler import Labeler, SourceImage
-from labeling.prompts import class_prompt, phrases_for
+from labeling.prompts import class_prompt, clean_lemma
 from labeling.thresholds import ThresholdPolicy, class_aware_nms, select
 
 
@@ -83,8 +83,9 @@ def test_empty_image_is_ok_with_zero_instances():
 
 
 def test_prompt_rule():
-    assert class_prompt(0).text == "tench . tinca tinca ."
-    assert class_prompt(0).phrases == ("tench", "tinca tinca")
-    assert phrases_for(["St. Bernard", "st bernard", "A-b c", "x", "y"], 3) == ("st bernard", "a-b c", "x")
+    assert class_prompt(0).text == "tench ."                       # "Tinca tinca" dropped
+    assert class_prompt(2).phrases == ("great white shark", "white shark", "man-eater")
+    assert class_prompt(2, max_lemmas=1).text == "great white shark ."
+    assert clean_lemma("St. Bernard") == "st bernard" and clean_lemma("A-b  c?") == "a-b c"
     with pytest.raises(ValueError):
         class_prompt(1000)

@@ -41,3 +41,41 @@ def test_hub_override_pins_a_revision(tmp_path):
     assert resolve_specs("default", {"detector": str(local)})["detector"].source == str(local)
     with pytest.raises(ValueError, match="org/name@<revision>"):
         resolve_specs("default", {"detector": "IDEA-Research/grounding-dino-base@"})
+
+
+def test_oneformer_class_info_is_fetched_into_the_weights_dir_and_read_offline(tmp_path,
+                                                                               monkeypatch):
+    import json
+    import shutil
+
+    from transformers import OneFormerImageProcessor
+
+    from c2fmae_data.categories import COCO_PANOPTIC_NAMES
+    from labeling.weights import fetch_class_info, processor_kwargs
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = tmp_path / "hub"           # stands in for the dataset repo shi-labs/oneformer_demo
+    hub.mkdir()
+    (hub / "coco_panoptic.json").write_text(json.dumps(
+        {str(i): {"name": n, "isthing": int(i < 80)} for i, n in enumerate(COCO_PANOPTIC_NAMES)}))
+    model_dir = tmp_path / "w" / "shi-labs__oneformer_coco_swin_large"
+    OneFormerImageProcessor(repo_path=str(hub), class_info_file="coco_panoptic.json"
+                            ).save_pretrained(model_dir)
+    cfg = json.loads((model_dir / "preprocessor_config.json").read_text())
+    cfg["repo_path"] = "shi-labs/oneformer_demo"                    # as the hub's config says
+    (model_dir / "preprocessor_config.json").write_text(json.dumps(cfg))
+    assert processor_kwargs(str(model_dir)) == {}
+    with pytest.raises(Exception):                                   # offline: goes to the hub
+        OneFormerImageProcessor.from_pretrained(model_dir)
+
+    calls = []
+
+    def fake_download(repo, name, repo_type, local_dir):
+        calls.append((repo, name, repo_type))
+        shutil.copy(hub / name, f"{local_dir}/{name}")
+
+    path = fetch_class_info(str(model_dir), download=fake_download)
+    assert calls == [("shi-labs/oneformer_demo", "coco_panoptic.json", "dataset")]
+    assert path.endswith("coco_panoptic.json")
+    proc = OneFormerImageProcessor.from_pretrained(model_dir, **processor_kwargs(str(model_dir)))
+    assert len(proc.metadata["class_names"]) == 133
