@@ -253,3 +253,23 @@ def test_cli_errors_exit_2_with_one_line(case, gt, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and word in err[0] and "Traceback" not in err[0]
+
+
+def test_failed_prediction_rows_are_counted_not_scored(gt, tmp_path):
+    from c2fmae_data.format import failed_record
+
+    recs = rows()
+    recs[1] = failed_record(recs[1]["key"], "detector crashed", source_sha256=recs[1]["source_sha256"])
+    rep, _ = evaluate_labels(dataset(tmp_path, "pred", recs), gt)
+    assert rep["join"]["pred_failed"] == 1 and rep["join"]["gt_unmatched"] == 0
+    assert rep["instance"]["images"] == 3 and rep["instance"]["ap"] == pytest.approx(1.0)
+
+
+def test_missing_pycocotools_is_one_line(gt, monkeypatch, capsys):
+    import sys
+
+    for name in ("pycocotools", "pycocotools.mask", "pycocotools.coco", "pycocotools.cocoeval"):
+        monkeypatch.setitem(sys.modules, name, None)      # import now raises ImportError
+    assert main(["eval-labels", gt, gt]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install pycocotools" in err[0]
