@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -62,6 +63,9 @@ def run(args) -> "dict[str, Any]":
         raise ValueError("--panels needs GT_ROOT (panels show prediction against GT)")
     if args.n_panels < 1:
         raise ValueError("--n-panels must be at least 1")
+    parent = os.path.dirname(os.path.abspath(args.json)) if args.json else None
+    if parent and not os.path.isdir(parent):   # refuse before the long part, not after it
+        raise FileNotFoundError(f"--json {args.json}: folder {parent} does not exist")
     table = None
     if args.ilsvrc_boxes:   # read the CSV before the long part, so a bad file fails fast
         from .label_eval_ilsvrc import read_ilsvrc_boxes
@@ -89,7 +93,7 @@ def cmd_eval_labels(args) -> int:
 
     try:
         rep = run(args)
-    except MissingDependency as e:
+    except (MissingDependency, OSError) as e:   # OSError: an output path that cannot be written
         print(f"c2fmae-data eval-labels: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     if args.json:

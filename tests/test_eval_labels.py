@@ -236,7 +236,8 @@ def test_table_json_and_worst_first_panels(gt, tmp_path, capsys):
     assert Image.open(out / files[0]).size[0] > 2 * W
 
 
-@pytest.mark.parametrize("case", ["not_dataset", "disjoint", "nothing_to_compare", "bad_csv"])
+@pytest.mark.parametrize("case", ["not_dataset", "disjoint", "nothing_to_compare", "bad_csv",
+                                  "json_folder"])
 def test_cli_errors_exit_2_with_one_line(case, gt, tmp_path, capsys):
     if case == "not_dataset":
         argv = ["eval-labels", str(tmp_path), gt]
@@ -247,6 +248,8 @@ def test_cli_errors_exit_2_with_one_line(case, gt, tmp_path, capsys):
         word = "share no image"
     elif case == "nothing_to_compare":
         argv, word = ["eval-labels", gt], "--ilsvrc-boxes"
+    elif case == "json_folder":
+        argv, word = ["eval-labels", gt, gt, "--json", str(tmp_path / "no" / "r.json")], "--json"
     else:
         (tmp_path / "b.csv").write_text("ImageId,PredictionString\nimg_00,n0 1 2 3\n")
         argv, word = ["eval-labels", gt, "--ilsvrc-boxes", str(tmp_path / "b.csv")], "line 2"
