@@ -41,6 +41,11 @@ def format_table(rep: "dict[str, Any]") -> str:
         for c in sem["confusions"][:5]:
             lines.append(f"  {c['gt']:>20} -> {c['pred']:<20} {_pct(c['share']).strip()}% "
                          f"of pixels")
+    pan = rep.get("panoptic")
+    if pan:
+        lines.append(f"panoptic: PQ {_pct(pan['pq']).strip()}%  things {_pct(pan['pq_things']).strip()}%"
+                     f"  stuff {_pct(pan['pq_stuff']).strip()}%  ({pan['tp']} matched, "
+                     f"{pan['fp']} false, {pan['fn']} missed segments)")
     if rep.get("by_threshold"):
         lines += ["", "threshold  images  pred inst  GT inst     AP  AP50"]
         for t in rep["by_threshold"]:

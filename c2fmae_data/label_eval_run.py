@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from .format import STATUS_OK, FormatError, decode_instance_png, decode_semantic_png
 from .label_eval import (Confusion, InstanceSet, coco_eval, image_instance_f1, instance_rles,
                          per_category_ap, pixel_accuracy, semantic_metrics, stats_dict)
+from .label_eval_pq import PanopticQuality, segments
 from .manifest import load_manifest
 from .shards import iter_shard, join, list_shards, open_fs
 
@@ -72,14 +73,18 @@ class Pairs:
         self.stats["gt_unmatched"] = len(self.gt) - len(seen)
 
 
-def _score_pair(p, g, image_id, inst: InstanceSet, conf: Confusion) -> "dict[str, Any]":
+def _score_pair(p, g, image_id, inst: InstanceSet, conf: Confusion, pq: PanopticQuality
+                ) -> "dict[str, Any]":
     if (p["width"], p["height"]) != (g["width"], g["height"]):
         raise FormatError(f"{p['key']}: prediction is {p['width']}x{p['height']}, GT "
                           f"{g['key']} is {g['width']}x{g['height']} (not the same image?)")
-    gi = instance_rles(decode_instance_png(g["instance_png"]), g["instances"] or [])
-    di = instance_rles(decode_instance_png(p["instance_png"]), p["instances"] or [])
+    g_ids, p_ids = decode_instance_png(g["instance_png"]), decode_instance_png(p["instance_png"])
+    g_sem, p_sem = decode_semantic_png(g["semantic_png"]), decode_semantic_png(p["semantic_png"])
+    gi = instance_rles(g_ids, g["instances"] or [])
+    di = instance_rles(p_ids, p["instances"] or [])
     inst.add(image_id, g["width"], g["height"], gi, di)
-    one = conf.add(decode_semantic_png(g["semantic_png"]), decode_semantic_png(p["semantic_png"]))
+    one = conf.add(g_sem, p_sem)
+    pq.add(segments(g_ids, g["instances"] or [], g_sem), segments(p_ids, p["instances"] or [], p_sem))
     f1, acc = image_instance_f1(gi, di), pixel_accuracy(one)
     return {"key": p["key"], "gt_key": g["key"], "level": level_name(p["threshold"]),
             "gt_instances": len(gi), "pred_instances": len(di), "instance_f1": f1,
@@ -104,9 +109,9 @@ def evaluate_labels(pred_root: str, gt_root: str, *, panels: int = 0
                     ) -> "tuple[dict[str, Any], list[tuple[dict, dict, dict]]]":
     """The report dict and, when ``panels`` > 0, the ``panels`` worst (image, pred, GT) rows."""
     pairs = Pairs(gt_root)
-    inst, conf, images, worst = InstanceSet(), Confusion(), [], []
+    inst, conf, pq, images, worst = InstanceSet(), Confusion(), PanopticQuality(), [], []
     for p, g in pairs(pred_root):
-        im = _score_pair(p, g, len(images) + 1, inst, conf)
+        im = _score_pair(p, g, len(images) + 1, inst, conf, pq)
         images.append(im)
         if panels:   # keep the worst N: a heap on -quality holding the rows' PNG bytes
             item = (-im["quality"], -len(images), im, p, g)
@@ -125,6 +130,7 @@ def evaluate_labels(pred_root: str, gt_root: str, *, panels: int = 0
                      "pred_without_category": sum(d["category"] < 0 for d in inst.dt),
                      "category_ap": stats_dict(cat)["ap"], "per_category": per_cat},
         "semantic": semantic_metrics(conf.m),
+        "panoptic": pq.result(),
         "by_threshold": by_threshold(inst, images),
         "worst_images": sorted(images, key=lambda im: im["quality"])[:20],
     }

@@ -75,6 +75,9 @@ def test_gt_against_itself_is_perfect(gt):
     assert sem["miou"] == pytest.approx(1.0) and sem["pixel_acc"] == 1.0
     assert sem["confusions"] == []
     assert sem["labeled_pixels"] == 4 * (H - 1) * W            # the 255 row is ignored
+    pan = rep["panoptic"]
+    assert pan["pq"] == pan["pq_things"] == pan["pq_stuff"] == pytest.approx(1.0)
+    assert (pan["tp"], pan["fp"], pan["fn"], pan["categories"]) == (12 + 4, 0, 0, 4)  # + road
 
 
 def test_deleting_a_third_of_instances(gt, tmp_path):
@@ -88,6 +91,8 @@ def test_deleting_a_third_of_instances(gt, tmp_path):
     assert ins["ar"] == pytest.approx(8 / 12)
     assert np.sum(RECALL_GRID <= 8 / 12) == 67
     assert rep["semantic"]["miou"] == pytest.approx(1.0)       # semantic maps untouched
+    # a deleted instance leaves thing-class pixels without an instance: no segment, a missed one
+    assert (rep["panoptic"]["fp"], rep["panoptic"]["fn"]) == (0, 4)
 
 
 def test_eroding_a_third_of_instances(gt, tmp_path):
@@ -101,6 +106,13 @@ def test_eroding_a_third_of_instances(gt, tmp_path):
     assert ins["ap"] == pytest.approx((6 * 1 + 4 * 67 / 101) / 10)
     assert ins["ap50"] == pytest.approx(1.0) and ins["ap75"] == pytest.approx(1.0)
     assert ins["ar"] == pytest.approx((6 * 1 + 4 * 8 / 12) / 10)
+    # PQ: every segment still matches (IoU > 0.5); person 1 of 5 eroded, car 1 of 4, dog 2 of
+    # 3, the road (stuff) segments are unchanged
+    pq = [(4 + iou) / 5, (3 + iou) / 4, (1 + 2 * iou) / 3]
+    pan = evaluate_labels(pred, gt)[0]["panoptic"]
+    assert pan["pq_things"] == pytest.approx(sum(pq) / 3)
+    assert pan["pq"] == pytest.approx((sum(pq) + 1) / 4) and pan["pq_stuff"] == pytest.approx(1)
+    assert (pan["tp"], pan["fp"], pan["fn"]) == (16, 0, 0)
 
 
 def test_relabeling_a_known_share_of_pixels(gt, tmp_path):
