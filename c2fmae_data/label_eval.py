@@ -205,7 +205,8 @@ def semantic_metrics(m: np.ndarray, top: int = 10) -> "dict[str, Any]":
             "pixel_acc": float(tp.sum()) / total if total else None,
             "classes": int(present.sum()), "labeled_pixels": int(total),
             "unlabeled_pred_share": float(m[:, UNLABELED].sum()) / total if total else None,
-            "per_class_iou": {COCO_PANOPTIC_NAMES[c]: float(iou[c]) for c in np.nonzero(present)[0]},
+            "per_class_iou": {COCO_PANOPTIC_NAMES[c]: float(iou[c])
+                              for c in np.nonzero(present)[0]},
             "confusions": conf}
 
 

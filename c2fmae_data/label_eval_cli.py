@@ -43,8 +43,8 @@ def format_table(rep: "dict[str, Any]") -> str:
                          f"of pixels")
     pan = rep.get("panoptic")
     if pan:
-        lines.append(f"panoptic: PQ {_pct(pan['pq']).strip()}%  things {_pct(pan['pq_things']).strip()}%"
-                     f"  stuff {_pct(pan['pq_stuff']).strip()}%  ({pan['tp']} matched, "
+        lines.append(f"panoptic: PQ {_pct(pan['pq']).strip()}%  things "
+                     f"{_pct(pan['pq_things']).strip()}%  stuff {_pct(pan['pq_stuff']).strip()}%  ({pan['tp']} matched, "
                      f"{pan['fp']} false, {pan['fn']} missed segments)")
     if rep.get("by_threshold"):
         lines += ["", "threshold  images  pred inst  GT inst     AP  AP50"]
@@ -115,8 +115,8 @@ def register(sub) -> None:
     p = sub.add_parser("eval-labels", help="score predicted labels against ground truth",
                        description="Score a labeled dataset (PRED_ROOT) against ground truth "
                                    "(GT_ROOT, e.g. made by convert-coco): mask AP/AR, semantic "
-                                   "mIoU, a breakdown by threshold level, and optionally ImageNet's "
-                                   "localisation boxes. Rows are joined by key, else by "
+                                   "mIoU, PQ, a breakdown by threshold level, and optionally "
+                                   "ImageNet's localisation boxes. Rows are joined by key, else by "
                                    "source_sha256. Exit 2 on bad input. See docs/LABELING.md.")
     p.add_argument("pred_root", help="predicted dataset root (local path or fsspec URL)")
     p.add_argument("gt_root", nargs="?",

@@ -32,7 +32,8 @@ def segments(ids: np.ndarray, meta: "list[dict]", sem: np.ndarray
         if i < len(lut):
             lut[i] = i
     seg = lut[ids]
-    stuff = np.array([not t for t in COCO_PANOPTIC_ISTHING] + [False] * (256 - NUM_SEMANTIC_CLASSES))
+    stuff = np.array([not t for t in COCO_PANOPTIC_ISTHING]
+                     + [False] * (256 - NUM_SEMANTIC_CLASSES))   # 255 and unused values: none
     free = (seg == 0) & stuff[sem]
     seg[free] = STUFF_BASE + sem[free].astype(np.int64)
     cat.update({STUFF_BASE + c: c for c in np.unique(sem[free]).tolist()})

@@ -28,7 +28,8 @@ def dataset_rows(root: str, role: str, columns=COLUMNS) -> Iterator["dict[str, A
     try:
         load_manifest(root)
     except FormatError as e:
-        raise FormatError(f"{role} {root} is not a dataset root: {str(e).splitlines()[0]}") from None
+        first = str(e).splitlines()[0]
+        raise FormatError(f"{role} {root} is not a dataset root: {first}") from None
     shards = list_shards(root)
     if not shards:
         raise FormatError(f"{role} {root} is not a dataset root: no shards/<split>-NNNNN.parquet")
@@ -84,7 +85,8 @@ def _score_pair(p, g, image_id, inst: InstanceSet, conf: Confusion, pq: Panoptic
     di = instance_rles(p_ids, p["instances"] or [])
     inst.add(image_id, g["width"], g["height"], gi, di)
     one = conf.add(g_sem, p_sem)
-    pq.add(segments(g_ids, g["instances"] or [], g_sem), segments(p_ids, p["instances"] or [], p_sem))
+    pq.add(segments(g_ids, g["instances"] or [], g_sem),
+           segments(p_ids, p["instances"] or [], p_sem))
     f1, acc = image_instance_f1(gi, di), pixel_accuracy(one)
     return {"key": p["key"], "gt_key": g["key"], "level": level_name(p["threshold"]),
             "gt_instances": len(gi), "pred_instances": len(di), "instance_f1": f1,

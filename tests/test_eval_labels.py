@@ -274,7 +274,8 @@ def test_failed_prediction_rows_are_counted_not_scored(gt, tmp_path):
     from c2fmae_data.format import failed_record
 
     recs = rows()
-    recs[1] = failed_record(recs[1]["key"], "detector crashed", source_sha256=recs[1]["source_sha256"])
+    recs[1] = failed_record(recs[1]["key"], "detector crashed",
+                            source_sha256=recs[1]["source_sha256"])
     rep, _ = evaluate_labels(dataset(tmp_path, "pred", recs), gt)
     assert rep["join"]["pred_failed"] == 1 and rep["join"]["gt_unmatched"] == 0
     assert rep["instance"]["images"] == 3 and rep["instance"]["ap"] == pytest.approx(1.0)
