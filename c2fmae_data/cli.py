@@ -1,6 +1,7 @@
 """The ``c2fmae-data`` command line.
 
-Built-in subcommands: ``download``, ``verify``, ``inspect``, ``convert-coco``, ``manifest``. Other
+Built-in subcommands: ``download``, ``verify``, ``inspect``, ``convert-coco``, ``manifest``,
+``eval-labels``. Other
 packages add theirs without ``c2fmae_data`` importing them: an entry point in the group
 ``c2fmae_data.commands`` names a callable ``register(subparsers)`` that adds one or more
 subparsers (each setting ``func=callable(args) -> int``). A plugin that fails to load or register
@@ -180,6 +181,10 @@ def _builtin(sub) -> None:
                                    "kept). Use after a crash or after adding shards.")
     p.add_argument("root", help="dataset root holding shards/ (local path or fsspec URL)")
     p.set_defaults(func=cmd_manifest)
+
+    from .label_eval_cli import register as register_eval_labels   # label quality (LABELING.md)
+
+    register_eval_labels(sub)
 
 
 def _entry_points():
