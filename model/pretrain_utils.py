@@ -1,4 +1,5 @@
-"""Pieces of the pretraining loop: resumable sampler, loaders, DDP setup, autocast, logging."""
+"""Pieces of the pretraining loop: dataset, resumable sampler, loaders, DDP setup, autocast,
+logging."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,29 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
+
+from .config import ConfigError
+
+
+# ----------------------------------------------------------------------------- data
+def build_dataset(cfg: dict, train: bool, split: "str | None" = None):
+    """The multi-granular dataset with the run's crop/flip augmentation (or the eval resize +
+    centre crop with ``train=False``, for the panels and probes)."""
+    from c2fmae_data import ImageNetMultiGranular
+    from c2fmae_data.transforms import EvalTransform, TrainTransform
+
+    d = cfg["data"]
+    if not d["root"]:
+        raise ConfigError("no dataset: pass --data ROOT (or set data.root)")
+    size, stride, k = d["img_size"], d["mask_stride"], d["max_instances"]
+    if train:
+        tf = TrainTransform(size, stride, scale=tuple(d["crop_scale"]),
+                            flip_p=0.5 if d["hflip"] else 0.0, max_instances=k)
+    else:
+        tf = EvalTransform(size, stride, resize=round(size * 256 / 224), max_instances=k)
+    return ImageNetMultiGranular(d["root"], d["imagenet_root"], split=split or d["split"],
+                                 transform=tf, size=size, stride=stride, max_instances=k,
+                                 on_error=d["on_error"])
 
 
 class ResumableSampler(DistributedSampler):
