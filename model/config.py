@@ -53,8 +53,12 @@ DEFAULTS: "dict[str, Any]" = {
         "amp": "auto",               # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | none
         "max_steps": None,           # stop after this many optimizer steps (schedule follows it)
         "save_every_epochs": 20,     # keep checkpoint-EEEE.pt every N epochs
+        "save_every_steps": 0,       # > 0: checkpoint-stepSSSSSSS.pt every N steps instead (and
+                                     # no epoch-end saves: for epochs of a few steps)
+        "keep_checkpoints": 2,       # keep the last K periodic checkpoints (0 = all)
         "save_last_every_steps": 1000,  # refresh last.pt every N steps (and at each epoch end)
         "panels_every_epochs": 20,   # write reconstruction panels every N epochs (0 = never)
+        "panels_every_steps": 0,     # > 0: panels every N steps instead of by epochs
         "panel_images": 6,
         "probe_every_epochs": 0,     # k-NN + linear probe on frozen RGB features (0 = never)
         "probe_per_class": 10,       # images per class for each probe set (val split when set,
@@ -190,6 +194,15 @@ def check(cfg: dict) -> None:
         raise ConfigError(f"train.amp {t['amp']!r} is not auto|bf16|fp16|none")
     if t["max_steps"] is not None and (not isinstance(t["max_steps"], int) or t["max_steps"] <= 0):
         raise ConfigError(f"train.max_steps must be a positive integer, got {t['max_steps']!r}")
+    for key in ("save_every_epochs", "save_every_steps", "keep_checkpoints",
+                "save_last_every_steps", "panels_every_epochs", "panels_every_steps",
+                "probe_every_epochs"):
+        v = t[key]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise ConfigError(f"train.{key} must be an integer >= 0, got {v!r}")
+    if not isinstance(t["log_every_steps"], int) or t["log_every_steps"] <= 0:
+        raise ConfigError(f"train.log_every_steps must be a positive integer, got "
+                          f"{t['log_every_steps']!r}")
     if d["img_size"] % 16 or d["img_size"] % d["mask_stride"]:
         raise ConfigError(f"data.img_size {d['img_size']} must be a multiple of the patch size "
                           f"16 and of data.mask_stride {d['mask_stride']}")

@@ -160,8 +160,6 @@ def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=
         loader = epoch_loader(run, epoch)
         hooks.start_epoch(epoch)
         complete = train_one_epoch(run, loader, epoch, hooks.after_step)
-        if complete:
-            run.state["epoch"], run.state["step_in_epoch"] = epoch + 1, 0
         hooks.after_epoch(complete)
     run.logger.close()
     check_replicas(run.model, run.rank, run.world)

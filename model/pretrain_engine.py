@@ -4,7 +4,8 @@
 one the lr and the masking progress of the current optimizer step, a forward pass under autocast
 and a backward pass (DDP all-reduce only on the last micro-batch of an accumulation, ``no_sync``);
 every ``accum`` micro-batches one optimizer step (grad-norm clipping, non-finite check, AdamW step)
-and ``after_step(record, epoch_ends)``. Everything it trains with is a :class:`Run`, built by
+and ``after_step(record, epoch_ends)``; after the epoch's last step ``run.state`` already points
+at the start of the next epoch, so whatever a hook saves resumes there. Everything it trains with is a :class:`Run`, built by
 ``model.pretrain.build_run``; checkpoints, panels and probes are hooks (``model.pretrain_hooks``).
 """
 from __future__ import annotations
@@ -127,7 +128,8 @@ def optimizer_step(run: Run, stats: torch.Tensor, step: int, epoch: int) -> "tup
 def train_one_epoch(run: Run, loader, epoch: int,
                     after_step: "Callable[[dict, bool], None] | None" = None) -> bool:
     """Train from ``run.state["step_in_epoch"]`` to the end of the epoch (or of the run).
-    Updates ``run.state`` after each optimizer step; returns whether the epoch is complete."""
+    Updates ``run.state`` after each optimizer step (to ``epoch + 1``, step 0 after the epoch's
+    last one); returns whether the epoch is complete."""
     s, st = run.sched, run.state
     imgs_per_step = run.cfg["optim"]["batch_per_gpu"] * run.world * s.accum
     sums, t0, micro = None, time.perf_counter(), st["step_in_epoch"]
@@ -147,12 +149,13 @@ def train_one_epoch(run: Run, loader, epoch: int,
         stats, gn = optimizer_step(run, sums / s.accum, step, epoch)
         sums = None
         st["global_step"] += 1
-        st["step_in_epoch"] = micro
+        epoch_ends = micro >= s.micro_per_epoch
+        st["epoch"], st["step_in_epoch"] = (epoch + 1, 0) if epoch_ends else (epoch, micro)
         now = time.perf_counter()
         rec = {"step": st["global_step"], "epoch": epoch, "loss": stats[0],
                "losses": dict(zip(sorted(out["losses"]), stats[1:])), "lr": lr,
                "grad_norm": gn, "progress": progress, "img_per_s": imgs_per_step / (now - t0)}
         t0 = now
         if after_step is not None:
-            after_step(rec, micro >= s.micro_per_epoch)
+            after_step(rec, epoch_ends)
     return micro >= s.micro_per_epoch

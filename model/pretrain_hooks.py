@@ -40,16 +40,31 @@ def save_checkpoint(run: Run, name: str) -> None:
     }, os.path.join(run.output_dir, name))
 
 
+def _due(every: "int | None", step: int) -> bool:
+    return bool(every) and step % every == 0
+
+
 class Hooks:
-    """Progress bar, log.jsonl, the caller's ``on_step``, last.pt / checkpoint-EEEE.pt, panels
-    and probes, each at the steps or epochs ``cfg["train"]`` asks for."""
+    """Progress bar, log.jsonl, the caller's ``on_step``, checkpoints, panels and probes, each at
+    the steps or epochs ``cfg["train"]`` asks for.
+
+    Checkpoints: ``last.pt`` (the resume point) every ``save_last_every_steps`` steps and at each
+    epoch end; a periodic checkpoint every ``save_every_epochs`` epochs (``checkpoint-EEEE.pt``)
+    or, when ``save_every_steps`` > 0, every that many steps (``checkpoint-stepSSSSSSS.pt``; then
+    no epoch-end saves, for runs whose epochs are a few steps). Each run's end saves both. A
+    periodic checkpoint is a hard link to the ``last.pt`` just written (no second write); only the
+    last ``keep_checkpoints`` of its kind are kept (0 = all). Panels: every
+    ``panels_every_epochs`` epochs, or every ``panels_every_steps`` steps when that is > 0, and at
+    the end."""
 
     def __init__(self, run: Run, panel_dataset=None,
                  on_step: "Callable[[dict], None] | None" = None):
         t = run.cfg["train"]
         self.run, self.t, self.on_step, self.bar = run, t, on_step, None
+        self.save_steps, self.panel_steps = t["save_every_steps"] or 0, t["panels_every_steps"] or 0
+        self.saved_at, self.periodic_at, self.panels_at = -1, -1, -1  # steps already written
         self.panels = None
-        if run.main and (t["panels_every_epochs"] or 0) > 0:
+        if run.main and ((t["panels_every_epochs"] or 0) > 0 or self.panel_steps > 0):
             from .panels import PanelWriter
 
             pds = panel_dataset if panel_dataset is not None else dataset_for_panels(
@@ -59,6 +74,31 @@ class Hooks:
         self.probe_every = t["probe_every_epochs"] or 0
         self.probe_sets = (build_probe_sets(run.cfg) if run.main and self.probe_every > 0
                            else None)
+
+    # ------------------------------------------------------------------------- actions
+    def save(self, periodic: "str | None" = None) -> None:
+        """last.pt (once per step), and the named periodic checkpoint linked to it."""
+        run, step = self.run, self.run.state["global_step"]
+        if self.saved_at != step:
+            save_checkpoint(run, ckpt.LAST)
+            self.saved_at = step
+        if periodic is None or self.periodic_at == step:
+            return
+        self.periodic_at = step
+        if run.main:
+            path = os.path.join(run.output_dir, periodic)
+            ckpt.link_or_copy(os.path.join(run.output_dir, ckpt.LAST), path)
+            ckpt.prune_periodic(run.output_dir, "step" if self.save_steps else "epoch",
+                                self.t["keep_checkpoints"] or 0, protect=path)
+
+    def write_panels(self) -> None:
+        run, step = self.run, self.run.state["global_step"]
+        if self.panels is None or self.panels_at == step:
+            return
+        self.panels_at = step
+        self.panels.write(run.model, f"epoch{run.state['epoch']:04d}-step{step}",
+                          progress=step / run.sched.total_steps)
+        run.model.train()
 
     # ------------------------------------------------------------------------- per step
     def start_epoch(self, epoch: int) -> None:
@@ -80,9 +120,15 @@ class Hooks:
             self.run.logger.log(rec, echo=self.bar is None or step % (every_log * 10) == 0)
         if self.on_step is not None:
             self.on_step(rec)
-        every = self.t["save_last_every_steps"]
-        if every and step % every == 0 and not epoch_ends:  # the epoch end saves anyway
-            save_checkpoint(self.run, ckpt.LAST)
+        if self.save_steps:
+            if _due(self.save_steps, step):
+                self.save(ckpt.step_name(step))
+            elif _due(self.t["save_last_every_steps"], step):
+                self.save()
+        elif _due(self.t["save_last_every_steps"], step) and not epoch_ends:
+            self.save()  # (the epoch end saves anyway)
+        if _due(self.panel_steps, step):
+            self.write_panels()
 
     # ------------------------------------------------------------------------- per epoch
     def after_epoch(self, complete: bool) -> None:
@@ -91,18 +137,19 @@ class Hooks:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        step = run.state["global_step"]
+        step, ep_done = run.state["global_step"], run.state["epoch"]  # epochs completed
         done = step >= run.sched.total_steps
-        ep_done = run.state["epoch"]  # epochs completed
-        save_checkpoint(run, ckpt.LAST)
-        if complete and t["save_every_epochs"] and (ep_done % t["save_every_epochs"] == 0
-                                                    or done):
-            save_checkpoint(run, ckpt.epoch_name(ep_done))
-        if self.panels is not None and ((complete and ep_done % t["panels_every_epochs"] == 0)
-                                        or done):
-            self.panels.write(run.model, f"epoch{ep_done:04d}-step{step}",
-                              progress=step / run.sched.total_steps)
-            run.model.train()
+        if self.save_steps:
+            if done:
+                self.save(ckpt.step_name(step))
+        else:
+            every = t["save_every_epochs"]
+            periodic = complete and every and (ep_done % every == 0 or done)
+            self.save(ckpt.epoch_name(ep_done) if periodic else None)
+        epoch_panels = (not self.panel_steps and complete
+                        and _due(t["panels_every_epochs"], ep_done))
+        if epoch_panels or done:
+            self.write_panels()
         if self.probe_sets is not None and ((complete and ep_done % self.probe_every == 0)
                                             or done):
             run.logger.log_probe(step, ep_done,
