@@ -72,6 +72,24 @@ def prune_periodic(output_dir: str, kind: str, keep: int, protect: str) -> "list
     return removed
 
 
+# what save_atomic / link_or_copy leave behind when killed between open() and the rename
+_TEMP = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")
+
+
+def clean_stale_temps(output_dir: str) -> "list[str]":
+    """Remove the temporaries of writes that were killed (SIGKILL, power loss) before their
+    rename; call at the start of a run, when no writer of this output dir is alive."""
+    if not os.path.isdir(output_dir):
+        return []
+    removed = []
+    for name in sorted(os.listdir(output_dir)):
+        path = os.path.join(output_dir, name)
+        if _TEMP.match(name) and os.path.isfile(path):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
 def link_or_copy(src: str, dst: str) -> None:
     """``dst`` with the content of ``src``, atomically: a hard link (no second write) where the
     filesystem allows, else a copy. ``src`` may be replaced later (``os.replace`` gives it a new

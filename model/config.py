@@ -137,26 +137,43 @@ def apply_overrides(cfg: dict, overrides: "list[str] | None") -> dict:
     return cfg
 
 
-def config_path(name_or_path: str) -> str:
-    """A config file: a path, or the name of a shipped config (``pretrain_tiny``)."""
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+
+def shipped_configs(kind: str = "") -> "list[str]":
+    """Names of the shipped configs (``model/configs/*.yaml``) whose name starts with ``kind``
+    ("pretrain" / "finetune"; "" = all)."""
+    return sorted(f[:-5] for f in os.listdir(CONFIG_DIR)
+                  if f.endswith(".yaml") and f.startswith(kind))
+
+
+def config_path(name_or_path: str, kind: str = "") -> str:
+    """A config file: a path, or the name of a shipped config of this ``kind``
+    (``pretrain_tiny``)."""
     if os.path.exists(name_or_path):
         return name_or_path
-    here = os.path.join(os.path.dirname(__file__), "configs")
-    for cand in (name_or_path, name_or_path + ".yaml"):
-        p = os.path.join(here, cand)
-        if os.path.exists(p):
-            return p
-    shipped = sorted(f[:-5] for f in os.listdir(here) if f.endswith(".yaml"))
-    raise ConfigError(f"config {name_or_path!r} is neither a file nor one of {shipped}")
+    shipped = shipped_configs(kind)
+    name = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
+    if name in shipped:
+        return os.path.join(CONFIG_DIR, name + ".yaml")
+    what = f"a shipped {kind} config" if kind else "a shipped config"
+    other = name in shipped_configs() and name not in shipped
+    hint = f" ({name} is a config of model.{name.split('_')[0]})" if other else ""
+    raise ConfigError(f"--config {name_or_path!r} is neither a file nor {what}{hint}; "
+                      f"choices: {', '.join(shipped)}")
 
 
-def merge_file(cfg: dict, name_or_path: str, opaque: "tuple[str, ...]" = ("overrides",)) -> dict:
+def merge_file(cfg: dict, name_or_path: str, opaque: "tuple[str, ...]" = ("overrides",),
+               kind: str = "") -> dict:
     """``cfg`` with a YAML config (a path or a shipped name) merged in; errors name the file."""
     import yaml
 
-    path = config_path(name_or_path)
+    path = config_path(name_or_path, kind)
     with open(path) as f:
-        loaded = yaml.safe_load(f) or {}
+        try:
+            loaded = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     try:
@@ -170,7 +187,7 @@ def load_config(name_or_path: "str | None" = None, overrides: "list[str] | None"
     """DEFAULTS <- YAML file (or ``data``) <- dotted overrides, then checked."""
     cfg = copy.deepcopy(DEFAULTS)
     if name_or_path:
-        cfg = merge_file(cfg, name_or_path)
+        cfg = merge_file(cfg, name_or_path, kind="pretrain")
     if data:
         cfg = merge(cfg, data)
     cfg = apply_overrides(cfg, overrides)

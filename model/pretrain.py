@@ -1,4 +1,4 @@
-"""C2FMAE pretraining (paper IV-A): one CPU process or DDP through torchrun, exact resume.
+r"""C2FMAE pretraining (paper IV-A): one CPU process or DDP through torchrun, exact resume.
 
     python -m model.pretrain --config pretrain_tiny --data ROOT --output-dir OUT
     torchrun --nproc_per_node=8 -m model.pretrain --config pretrain_vit_base_400ep \
@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+
+from c2fmae_data.source import SampleError
 
 from . import checkpoint as ckpt
 from .config import ConfigError, derive, dump_yaml, load_config
@@ -83,6 +85,8 @@ def build_run(cfg: dict, output_dir: str, resume: "str | None", dataset=None,
               state={"epoch": 0, "step_in_epoch": 0, "global_step": 0})
 
     resume_path = ckpt.find_resume(output_dir) if resume == "auto" else resume
+    if resume_path and not os.path.isfile(resume_path):
+        raise ConfigError(f"--resume {resume_path}: no such checkpoint file")
     if resume_path:
         restore(run, resume_path)
     else:
@@ -121,11 +125,19 @@ def restore(run: Run, path: str) -> None:
 
 
 def start_output(run: Run) -> None:
-    """Rank 0: config.yaml, log.jsonl (appended to), and one line describing the run."""
+    """Rank 0: stale temporaries removed, config.yaml, log.jsonl (records of the steps this run
+    redoes dropped, then appended to), and one line describing the run."""
     cfg, o, s = run.cfg, run.cfg["optim"], run.sched
     os.makedirs(run.output_dir, exist_ok=True)
-    run.logger = Logger(run.output_dir, run.main)
     if run.main:
+        for p in ckpt.clean_stale_temps(run.output_dir):
+            print(f"removed {p}: the temporary of a write that was killed", flush=True)
+    start = run.state["global_step"]
+    run.logger = Logger(run.output_dir, run.main, start_step=start)
+    if run.main:
+        if run.logger.dropped:
+            print(f"log.jsonl: dropped {run.logger.dropped} record(s) after step {start}, "
+                  "from the earlier run; this run redoes those steps", flush=True)
         with open(os.path.join(run.output_dir, "config.yaml"), "w") as f:
             f.write(dump_yaml(cfg))
         print(f"pretrain: {cfg['model']['name']} on {run.device}, {run.world} process(es), "
@@ -171,18 +183,24 @@ def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=
 
 # ----------------------------------------------------------------------------- CLI
 def parse_args(argv=None) -> argparse.Namespace:
+    from .config import shipped_configs
+
     p = argparse.ArgumentParser(prog="python -m model.pretrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="pretrain_tiny",
-                   help="YAML path or shipped name (model/configs/): pretrain_vit_base_400ep, "
-                        "pretrain_vit_base_1600ep, pretrain_vit_small, pretrain_tiny, "
-                        "pretrain_demo")
-    p.add_argument("--data", help="dataset root (data.root)")
-    p.add_argument("--imagenet-root", help="ImageNet folder for non-self-contained datasets")
-    p.add_argument("--output-dir", required=True, help="checkpoints, log.jsonl, panels/")
+                   help="YAML path or shipped name (model/configs/): "
+                        f"{', '.join(shipped_configs('pretrain'))} (default: %(default)s)")
+    p.add_argument("--data", help="dataset root with manifest.json (data.root; required)")
+    p.add_argument("--imagenet-root", help="image folder the keys of a labels-only dataset are "
+                                           "relative to (data.imagenet_root; default: none, "
+                                           "the dataset embeds its images)")
+    p.add_argument("--output-dir", required=True,
+                   help="checkpoints, log.jsonl, config.yaml, panels/ (required)")
     p.add_argument("--resume", default="auto",
-                   help="'auto' (OUTPUT/last.pt if present), a checkpoint path, or 'none'")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+                   help="'auto' (OUTPUT/last.pt if present), a checkpoint path, or 'none' "
+                        "(default: %(default)s)")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when available) | cpu | cuda (default: %(default)s)")
     flags = {"--epochs": ("optim.epochs", int), "--warmup-epochs": ("optim.warmup_epochs", int),
              "--total-batch": ("optim.total_batch", int),
              "--batch-per-gpu": ("optim.batch_per_gpu", int),
@@ -191,9 +209,10 @@ def parse_args(argv=None) -> argparse.Namespace:
              "--num-workers": ("data.num_workers", int), "--amp": ("train.amp", str),
              "--model": ("model.name", str)}
     for flag, (key, typ) in flags.items():
-        p.add_argument(flag, type=typ, help=f"sets {key}")
+        p.add_argument(flag, type=typ, help=f"sets {key} (default: the config's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config value, e.g. --set train.panels_every_epochs=5")
+                   help="override any config value, e.g. --set train.panels_every_epochs=5 "
+                        "(repeatable)")
     p.add_argument("--print-config", action="store_true", help="print the final config and exit")
     args = p.parse_args(argv)
     args.overrides = [f"{key}={getattr(args, flag[2:].replace('-', '_'))}"
@@ -220,14 +239,20 @@ def main(argv=None) -> int:
     resume = None if args.resume == "none" else args.resume
     try:
         train(cfg, args.output_dir, resume=resume, device=args.device)
-    except (NonFiniteLossError, ConfigError, ckpt.CheckpointError) as e:
+    except (ConfigError, ckpt.CheckpointError) as e:  # the user's to fix, before training
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except SampleError as e:  # a data problem found mid-run
+        print(f"error: {e} (--set data.on_error=skip substitutes failing samples)",
+              file=sys.stderr)
         return 1
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
