@@ -203,9 +203,9 @@ class Logger:
                 self.tb.close()
 
 
-def truncate_log(path: str, last_step: int) -> int:
-    """Keep the records of ``path`` with ``step <= last_step`` (rewritten atomically); drop the
-    rest and any partial line a kill left. Returns the number of lines dropped."""
+def truncate_log(path: str, last_step: int, key: str = "step") -> int:
+    """Keep the records of ``path`` with ``record[key] <= last_step`` (rewritten atomically);
+    drop the rest and any partial line a kill left. Returns the number of lines dropped."""
     if not os.path.exists(path):
         return 0
     keep, dropped = [], 0
@@ -213,7 +213,7 @@ def truncate_log(path: str, last_step: int) -> int:
         for line in f:
             try:
                 rec = json.loads(line)
-                ok = line.endswith("\n") and int(rec["step"]) <= last_step
+                ok = line.endswith("\n") and int(rec[key]) <= last_step
             except (ValueError, KeyError, TypeError):
                 ok = False
             if ok:
