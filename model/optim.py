@@ -57,8 +57,14 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
     groups = param_groups(model, weight_decay)
     for g in groups:  # the optimizer keeps only standard keys in its state dict
         g.pop("names")
-    fused = all(p.is_cuda for g in groups for p in g["params"]) and torch.cuda.is_available()
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas),
+                             fused=use_fused(p for g in groups for p in g["params"]) or None)
+
+
+def use_fused(params) -> bool:
+    """The fused (one-kernel) AdamW when every parameter is on a CUDA device."""
+    params = list(params)
+    return bool(params) and all(p.is_cuda for p in params) and torch.cuda.is_available()
 
 
 def lr_at(t: float, total: float, warmup: float, peak_lr: float, min_lr: float = 0.0) -> float:

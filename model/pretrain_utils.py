@@ -107,6 +107,9 @@ def init_distributed(cfg: dict, device: str = "auto") -> "tuple[int, int, torch.
         dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+        # fp32 matmuls / convolutions outside autocast on TF32 tensor cores (Ampere and later)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
         backend = cfg["train"]["dist_backend"]
         if backend == "auto":
