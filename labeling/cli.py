@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .presets import DOWNLOADABLE
+
 
 def _err(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
@@ -17,7 +19,8 @@ def register_label(subparsers) -> None:
     p.add_argument("--images", required=True, help="root of <split>/<wnid>/*.JPEG or <wnid>/*")
     p.add_argument("--out", required=True, help="dataset root to write shards/ + manifest.json")
     p.add_argument("--models", default="default",
-                   help="default | tiny | tiny-random | fake | fake:<latency_ms>")
+                   help="default | sam3 | mm-gdino | tiny | tiny-random | sam3-tiny-random | "
+                   "mm-gdino-tiny-random | fake | fake:<latency_ms>")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--weights-dir", default=None, help="load models from this dir (offline)")
@@ -31,7 +34,7 @@ def register_label(subparsers) -> None:
     p.add_argument("--segmenter", default=None, help="override: hub id[@revision], local dir, or "
                    "'sam-hq-official:<checkpoint.pth>[:<model_type>]'")
     p.add_argument("--semantic", default=None,
-                   help="override: hub id[@revision], local dir, or 'oneformer'")
+                   help="override: hub id[@revision], local dir, 'oneformer' or 'eomt'")
     p.set_defaults(func=_label)
 
 
@@ -67,8 +70,9 @@ def register_weights(subparsers) -> None:
     sub = p.add_subparsers(dest="weights_cmd", required=True)
     d = sub.add_parser("download", help="download a preset's models at their revisions")
     d.add_argument("dir")
-    d.add_argument("--models", default="default", choices=["default", "tiny"])
-    d.add_argument("--semantic", default=None, help="also/instead: 'oneformer' or a hub id")
+    d.add_argument("--models", default="default", choices=list(DOWNLOADABLE))
+    d.add_argument("--semantic", default=None,
+                   help="instead of the preset's: 'mask2former', 'oneformer', 'eomt' or a hub id")
     d.set_defaults(func=_weights_download)
     v = sub.add_parser("verify", help="re-hash a weights dir against weights.lock.json")
     v.add_argument("dir")

@@ -25,7 +25,8 @@ from . import compose as C
 from .images import (DEFAULT_MAX_MODEL_SIDE, DEFAULT_MAX_PIXELS, Prepared, SourceImage,
                      model_copy, prepare)
 from .preflight import check_finite
-from .presets import TINY_RANDOM_POLICY, parse_preset, resolve_specs
+from .presets import (PRESET_POLICIES, TINY_RANDOM, TINY_RANDOM_POLICY, parse_preset,
+                      resolve_specs)
 from .prompts import DEFAULT_MAX_LEMMAS, class_prompt
 from .thresholds import ThresholdPolicy, select
 
@@ -74,9 +75,10 @@ class Labeler:
     @classmethod
     def from_preset(cls, models: str = "default", device: str = "cpu", precision: str = "fp32",
                     **overrides) -> "Labeler":
-        """Presets: default | tiny | tiny-random | fake | fake:<latency_ms>. Overrides:
+        """Presets: default | sam3 | mm-gdino | tiny | tiny-random | sam3-tiny-random |
+        mm-gdino-tiny-random | fake | fake:<latency_ms>. Overrides:
         weights_dir, thresholds (ThresholdPolicy or dict), max_pixels, max_model_side,
-        max_lemmas, detector / segmenter / semantic (hub id, local dir, 'oneformer',
+        max_lemmas, detector / segmenter / semantic (hub id, local dir, 'oneformer', 'eomt',
         'sam-hq-official:<ckpt.pth>[:<model_type>]')."""
         from .loading import _load, cached, load_tiny_random, torch_dtype
 
@@ -98,15 +100,15 @@ class Labeler:
             return cls(FakeDetector(latency_ms=latency), FakeSegmenter(), FakeSemantic(),
                        policy=policy, preset=models, device=device, precision=precision,
                        models=info, **common)
-        if name == "tiny-random":
+        if name in TINY_RANDOM:
             warnings.warn(PLACEHOLDER_WARNING, stacklevel=2)
             log.warning(PLACEHOLDER_WARNING)
-            det, seg, sem = cached(("tiny-random", device, precision),
-                                   lambda: load_tiny_random(device, precision))
-            info = {r: {"kind": k, "source": "tiny-random (labeling/tiny_random.py)",
-                        "seed": 0} for r, k in (("detector", "grounding-dino"),
-                                                ("segmenter", "sam-hq"),
-                                                ("semantic", "mask2former"))}
+            sem_choice = overrides.get("semantic")
+            det, seg, sem, kinds = cached(
+                (name, device, precision, sem_choice),
+                lambda: load_tiny_random(device, precision, name, sem_choice))
+            info = {r: {"kind": k, "source": f"{name} (labeling/tiny_random.py)", "seed": 0}
+                    for r, k in kinds.items()}
             return cls(det, seg, sem, policy=policy or TINY_RANDOM_POLICY, preset=models,
                        device=device, precision=precision, models=info, placeholder=True,
                        **common)
@@ -117,8 +119,8 @@ class Labeler:
                             lambda s=s: _load(s, device, precision, wdir))
                   for r, s in specs.items()}
         info = {r: {**s.to_json(), **cls._pinned(s, wdir)} for r, s in specs.items()}
-        return cls(loaded["detector"], loaded["segmenter"], loaded["semantic"], policy=policy,
-                   preset=models, device=device, precision=precision, models=info, **common)
+        return cls(loaded["detector"], loaded["segmenter"], loaded["semantic"],
+                   policy=policy or PRESET_POLICIES.get(name), preset=models, device=device, precision=precision, models=info, **common)
 
     @staticmethod
     def _pinned(spec, wdir) -> dict:
@@ -234,7 +236,10 @@ class Labeler:
             idx, t = select(d.boxes, d.scores, d.groups, self.policy)
             kept.append(idx)
             thresholds.append(t)
-        masks = self.segmenter.segment(images, [d.boxes[k] for d, k in zip(dets, kept)])
+        if hasattr(self.segmenter, "segment_detections"):   # SAM 3: masks came with the boxes
+            masks = self.segmenter.segment_detections(images, dets, kept)
+        else:
+            masks = self.segmenter.segment(images, [d.boxes[k] for d, k in zip(dets, kept)])
         sems = self.semantic.predict(images)
         return [self._record(p, d, k, t, m, s)
                 for p, d, k, t, m, s in zip(preps, dets, kept, thresholds, masks, sems)]

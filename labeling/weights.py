@@ -13,7 +13,7 @@ from typing import Iterable
 
 from c2fmae_data.shards import sha256_local
 
-from .presets import ModelSpec
+from .presets import LICENSES, ModelSpec
 
 LOCK = "weights.lock.json"
 #: model files worth fetching; framework duplicates (.bin/.h5/.msgpack) only when no safetensors
@@ -102,12 +102,15 @@ def download(wdir: str, specs: "Iterable[ModelSpec]", log=print) -> dict:
     from huggingface_hub import HfApi, snapshot_download
 
     os.makedirs(wdir, exist_ok=True)
-    api, entries = HfApi(), {}
+    api, entries, seen = HfApi(), {}, set()
     for spec in specs:
+        if (spec.source, spec.revision) in seen:      # SAM 3 fills two roles: fetch it once
+            continue
+        seen.add((spec.source, spec.revision))
         if spec.kind == "sam-hq-official" or os.path.exists(spec.source):
             log(f"skip {spec.source}: a local file/dir, nothing to download")
             continue
-        info = api.model_info(spec.source, revision=spec.revision)
+        info = _model_info(api, spec)
         names = [s.rfilename for s in info.siblings or []]
         patterns = list(WANTED) + ([] if any(n.endswith(".safetensors") for n in names)
                                    else list(FALLBACK))
@@ -117,10 +120,24 @@ def download(wdir: str, specs: "Iterable[ModelSpec]", log=print) -> dict:
         if spec.kind == "oneformer":
             extra = fetch_class_info(os.path.join(wdir, model_dirname(spec.source)))
             log(f"  + class info {extra}" if extra else "  (no class-info file named)")
-        entries[spec.source] = record(wdir, spec.source, info.sha)
+        entries[spec.source] = {**record(wdir, spec.source, info.sha),
+                                "license": LICENSES.get(spec.source, "see the model card")}
     if entries:
         write_lock(wdir, entries)
     return entries
+
+
+def _model_info(api, spec: ModelSpec):
+    """The hub's info for ``spec``; a gated model (SAM 3) the token may not read names its licence."""
+    from huggingface_hub.errors import GatedRepoError
+
+    try:
+        return api.model_info(spec.source, revision=spec.revision)
+    except GatedRepoError as e:
+        raise PermissionError(
+            f"{spec.source} is gated ({LICENSES.get(spec.source, 'see its model card')}): accept "
+            f"its licence on https://huggingface.co/{spec.source} and log in (`hf auth login`) "
+            "before `c2fmae-data weights download`") from e
 
 
 def verify(wdir: str) -> "list[str]":

@@ -71,17 +71,33 @@ def read_and_prepare(root: str, items: Sequence[Item], prep_opts: "dict[str, Any
 
 
 # ----------------------------------------------------------------------------- GPU stage
+#: batches one label actor works on at once (Ray ``max_concurrency``): while one holds the GPU,
+#: the other runs its processors / post-processing / PNG encoding (labeling/overlap.py)
+LABEL_CONCURRENCY = 2
+
+
 class LabelWorker:
-    """Holds one Labeler (models loaded once per worker process) and labels prepared batches."""
+    """Holds one Labeler (models loaded once per worker process) and labels prepared batches.
+
+    The actor is threaded (``LABEL_CONCURRENCY`` calls at once); only the model calls are
+    serialised by a ``labeling.overlap.GpuGate``, so CPU work before and after a forward
+    (processors, composition, PNG encoding) never sits between two forwards."""
 
     def __init__(self, models: str, device: str, precision: str,
                  crash_hook: "tuple[str, str, int] | None" = None):
+        from labeling.overlap import gate_labeler
+
         self.labeler = _get_labeler(models, device, precision)
         self.labeler.preflight()     # fail at start, not as a dataset of failed rows
+        self.gate = gate_labeler(self.labeler)
         self.crash_hook = crash_hook
 
     def ready(self) -> bool:
         return True
+
+    def gpu_stats(self) -> "dict[str, Any]":
+        """Model calls, seconds the GPU was held / waited for, and its busy share of wall time."""
+        return self.gate.stats()
 
     def provenance(self) -> "dict[str, Any]":
         return self.labeler.provenance()
@@ -152,7 +168,8 @@ def remote_functions(local_output: bool, worker_cpus: float, gpus_per_worker: fl
     prepare = ray.remote(num_cpus=1, max_retries=3)(read_and_prepare)
     writer = ray.remote(**write_opts)(write_finished_shard)
     worker = ray.remote(num_cpus=worker_cpus, num_gpus=gpus_per_worker,
-                        max_restarts=max_restarts, max_task_retries=0)(LabelWorker)
+                        max_restarts=max_restarts, max_task_retries=0,
+                        max_concurrency=LABEL_CONCURRENCY)(LabelWorker)
     return prepare, worker, writer
 
 
