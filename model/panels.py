@@ -3,8 +3,8 @@
 - ``fig4_<tag>.png``: one row per image; for each granularity (semantic, instance, RGB) the masked
   input, the prediction and the target, with part of every granularity visible (Fig. 4).
 - ``fig5_from_rgb_<tag>.png``, ``fig6_from_instance_<tag>.png``, ``fig6_from_semantic_<tag>.png``:
-  everything predicted from one granularity only (Figs. 5-6): the source, then prediction and
-  target for each granularity.
+  the other granularities predicted from one granularity only (Figs. 5-6): the given input, then
+  prediction and target for each of the others.
 
 Semantic maps use the COCO-panoptic palette (``semantic_palette()``), unlabeled (255) black.
 Instance ids get fixed distinct colours, background black, ignore (255) white. Masked patches are
@@ -123,17 +123,20 @@ def fig4(model, batch: dict, visible: "dict | None" = None) -> Image.Image:
 
 
 def cross_modal(model, batch: dict, source: str) -> Image.Image:
-    """Everything predicted from ``source`` alone (Figs. 5-6)."""
+    """The other granularities predicted from ``source`` alone (Figs. 5-6): the given ``source``
+    map is drawn once, as the input; it is not "predicted" (every one of its tokens is visible,
+    and the losses never train a prediction of a visible token)."""
     grans = [g for g in GRANULARITIES if g in batch and g in _granularities(model)]
     out = model.reconstruct(batch, visible={g: "all" if g == source else "none" for g in grans})
     s = batch["rgb"].shape[-1]
+    targets = [g for g in grans if g != source]
     rows = []
     for i in range(batch["rgb"].shape[0]):
         row = [tile(source, batch[source][i], s)]
-        for g in grans:
+        for g in targets:
             row += [tile(g, out[g][i], s), tile(g, batch[g][i], s)]
         rows.append(row)
-    titles = [f"input {source}"] + [f"{g} {w}" for g in grans for w in ("pred", "target")]
+    titles = [f"input {source}"] + [f"{g} {w}" for g in targets for w in ("pred", "target")]
     return grid(rows, titles)
 
 
