@@ -76,7 +76,7 @@ def load_finetune_config(name_or_path: "str | None" = None,
     """DEFAULTS <- YAML (path or shipped name such as ``finetune_tiny_cpu``) <- overrides."""
     cfg = copy.deepcopy(DEFAULTS)
     if name_or_path:
-        cfg = merge_file(cfg, name_or_path, opaque=("timm_kwargs",))
+        cfg = merge_file(cfg, name_or_path, opaque=("timm_kwargs",), kind="finetune")
     cfg = apply_overrides(cfg, overrides)
     check(cfg)
     return cfg
