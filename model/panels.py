@@ -1,7 +1,7 @@
 """Reconstruction panels for a fixed set of validation images (the paper's Figs. 4-6).
 
 - ``fig4_<tag>.png``: one row per image; for each granularity (semantic, instance, RGB) the masked
-  input, the prediction and the target, with part of every granularity visible (Fig. 4).
+  input, the prediction of the masked patches beside the visible ones, and the target, with part of every granularity visible (Fig. 4).
 - ``fig5_from_rgb_<tag>.png``, ``fig6_from_instance_<tag>.png``, ``fig6_from_semantic_<tag>.png``:
   the other granularities predicted from one granularity only (Figs. 5-6): the given input, then
   prediction and target for each of the others.
@@ -78,6 +78,16 @@ def grey_out(img: np.ndarray, masked: "torch.Tensor | None") -> np.ndarray:
     return out
 
 
+def with_visible(pred: np.ndarray, target: np.ndarray, masked: "torch.Tensor | None"
+                 ) -> np.ndarray:
+    """The prediction on the masked patches, the given input on the visible ones (as MAE's
+    "reconstruction + visible"): the losses never train a prediction of a visible patch."""
+    if masked is None:
+        return pred
+    keep = grey_out(np.zeros_like(pred), masked).any(-1)   # True where masked (painted grey)
+    return np.where(keep[..., None], pred, target)
+
+
 def tile(kind: str, value: torch.Tensor, size: int) -> np.ndarray:
     return rgb_to_uint8(value) if kind == "rgb" else map_to_uint8(value, kind, size)
 
@@ -115,10 +125,10 @@ def fig4(model, batch: dict, visible: "dict | None" = None) -> Image.Image:
         row = []
         for g in grans:
             tgt = tile(g, batch[g][i], s)
-            row += [grey_out(tgt, masks[g][i] if g in masks else None),
-                    tile(g, out[g][i], s), tgt]
+            m = masks[g][i] if g in masks else None
+            row += [grey_out(tgt, m), with_visible(tile(g, out[g][i], s), tgt, m), tgt]
         rows.append(row)
-    titles = [f"{g} {w}" for g in grans for w in ("masked", "pred", "target")]
+    titles = [f"{g} {w}" for g in grans for w in ("masked", "pred+visible", "target")]
     return grid(rows, titles)
 
 

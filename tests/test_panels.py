@@ -41,3 +41,12 @@ def test_panel_writer_writes_the_four_figures(model_and_batch, tmp_path):
     paths = PanelWriter(ds, 2, str(tmp_path)).write(model, "t")
     assert [p.rsplit("/", 1)[-1] for p in paths] == [
         "fig4_t.png", "fig5_from_rgb_t.png", "fig6_from_instance_t.png", "fig6_from_semantic_t.png"]
+
+
+def test_fig4_prediction_column_keeps_the_visible_patches():
+    from model.panels import with_visible
+
+    pred, tgt = np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 200, np.uint8)
+    masked = torch.tensor([True, False, True, True])          # 2 x 2 patches of 4 px
+    out = with_visible(pred, tgt, masked)
+    assert (out[:4, 4:] == 200).all() and (out[:4, :4] == 0).all() and (out[4:] == 0).all()
