@@ -75,13 +75,20 @@ def parse_classes(spec: "str | None") -> "list[str] | None":
     return sorted(set(out))
 
 
-def list_images(root: str, split: str, classes: "Sequence[str] | None" = None,
-                limit: "int | None" = None) -> Listing:
+def _listing(root: str, split: str, classes: "Sequence[str] | None" = None,
+             limit: "int | None" = None) -> Listing:
     """The shared listing of ``<root>/<split>/<wnid>/*``; a missing split folder is a PlanError."""
     try:
         return list_imagenet(root, split, classes, limit)
     except FileNotFoundError as e:
         raise PlanError(str(e)) from None
+
+
+def list_images(root: str, split: str, classes: "Sequence[str] | None" = None,
+                limit: "int | None" = None) -> "tuple[list[Item], list[str]]":
+    """(sorted items, ignored folder names) of ``<root>/<split>/<wnid>/*`` (``_listing``)."""
+    lst = _listing(root, split, classes, limit)
+    return lst.items, [d.split("/", 1)[1] for d in lst.ignored_dirs]
 
 
 def fingerprint(split: str, keys: Iterable[str], shard_size: int, models: str,
@@ -102,7 +109,7 @@ def make_plan(root: str, split: str, *, shard_size: int, models: str, precision:
         raise PlanError(f"--shard-size must be >= 1, got {shard_size}")
     if limit is not None and limit < 1:
         raise PlanError(f"--limit must be >= 1, got {limit}")
-    listing = list_images(root, split, classes, limit)
+    listing = _listing(root, split, classes, limit)
     items = listing.items
     if not items:
         raise PlanError(f"{root}/{split}: no images of the selected ImageNet-1K classes found")
