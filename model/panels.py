@@ -1,10 +1,10 @@
 """Reconstruction panels for a fixed set of validation images (the paper's Figs. 4-6).
 
 - ``fig4_<tag>.png``: one row per image; for each granularity (semantic, instance, RGB) the masked
-  input, the prediction and the target, with part of every granularity visible (Fig. 4).
+  input, the prediction of the masked patches beside the visible ones, and the target, with part of every granularity visible (Fig. 4).
 - ``fig5_from_rgb_<tag>.png``, ``fig6_from_instance_<tag>.png``, ``fig6_from_semantic_<tag>.png``:
-  everything predicted from one granularity only (Figs. 5-6): the source, then prediction and
-  target for each granularity.
+  the other granularities predicted from one granularity only (Figs. 5-6): the given input, then
+  prediction and target for each of the others.
 
 Semantic maps use the COCO-panoptic palette (``semantic_palette()``), unlabeled (255) black.
 Instance ids get fixed distinct colours, background black, ignore (255) white. Masked patches are
@@ -78,6 +78,16 @@ def grey_out(img: np.ndarray, masked: "torch.Tensor | None") -> np.ndarray:
     return out
 
 
+def with_visible(pred: np.ndarray, target: np.ndarray, masked: "torch.Tensor | None"
+                 ) -> np.ndarray:
+    """The prediction on the masked patches, the given input on the visible ones (as MAE's
+    "reconstruction + visible"): the losses never train a prediction of a visible patch."""
+    if masked is None:
+        return pred
+    keep = grey_out(np.zeros_like(pred), masked).any(-1)   # True where masked (painted grey)
+    return np.where(keep[..., None], pred, target)
+
+
 def tile(kind: str, value: torch.Tensor, size: int) -> np.ndarray:
     return rgb_to_uint8(value) if kind == "rgb" else map_to_uint8(value, kind, size)
 
@@ -115,25 +125,28 @@ def fig4(model, batch: dict, visible: "dict | None" = None) -> Image.Image:
         row = []
         for g in grans:
             tgt = tile(g, batch[g][i], s)
-            row += [grey_out(tgt, masks[g][i] if g in masks else None),
-                    tile(g, out[g][i], s), tgt]
+            m = masks[g][i] if g in masks else None
+            row += [grey_out(tgt, m), with_visible(tile(g, out[g][i], s), tgt, m), tgt]
         rows.append(row)
-    titles = [f"{g} {w}" for g in grans for w in ("masked", "pred", "target")]
+    titles = [f"{g} {w}" for g in grans for w in ("masked", "pred+visible", "target")]
     return grid(rows, titles)
 
 
 def cross_modal(model, batch: dict, source: str) -> Image.Image:
-    """Everything predicted from ``source`` alone (Figs. 5-6)."""
+    """The other granularities predicted from ``source`` alone (Figs. 5-6): the given ``source``
+    map is drawn once, as the input; it is not "predicted" (every one of its tokens is visible,
+    and the losses never train a prediction of a visible token)."""
     grans = [g for g in GRANULARITIES if g in batch and g in _granularities(model)]
     out = model.reconstruct(batch, visible={g: "all" if g == source else "none" for g in grans})
     s = batch["rgb"].shape[-1]
+    targets = [g for g in grans if g != source]
     rows = []
     for i in range(batch["rgb"].shape[0]):
         row = [tile(source, batch[source][i], s)]
-        for g in grans:
+        for g in targets:
             row += [tile(g, out[g][i], s), tile(g, batch[g][i], s)]
         rows.append(row)
-    titles = [f"input {source}"] + [f"{g} {w}" for g in grans for w in ("pred", "target")]
+    titles = [f"input {source}"] + [f"{g} {w}" for g in targets for w in ("pred", "target")]
     return grid(rows, titles)
 
 

@@ -7,8 +7,13 @@
 3. real ground truth too, when ``../shared/data/coco-tiny`` is there: ``convert-coco``;
 4. ``verify --full`` and ``inspect --grid`` on each dataset; one batch through ``ImageNetMultiGranular``
    with a 2-worker DataLoader;
-5. a few minutes of C2FMAE pretraining (test size) with its reconstruction panels, then the encoder
-   exported to a timm-loadable safetensors file.
+5. C2FMAE pretraining (test size, 64 px, ``model/configs/demo_pretrain.yaml``) on a fixed set of
+   ``--train-images`` images (real COCO masks when present), long enough that the reconstruction
+   panels of those images show learning, then the encoder exported to a timm-loadable file.
+
+Never more processes or threads than cores: Ray gets ``min(2, cores)`` CPUs, the loader check and
+pretraining use no DataLoader workers beyond that. ``C2FMAE_DEMO_NO_SHARED=1`` hides
+``../shared`` (the fresh-clone path: scikit-image photos).
 
 Pretraining runs as a ``python -m model.pretrain`` child process: pipelines never import model.
 """
@@ -27,7 +32,16 @@ SKIMAGE_PHOTOS = {"chelsea": "tabby", "coffee": "espresso", "rocket": "missile",
                   "camera": "tripod", "clock": "wall clock", "stereo_motorcycle": "moped"}
 
 
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "model" / "configs" / "demo_pretrain.yaml"
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def default_shared() -> Path:
+    if os.environ.get("C2FMAE_DEMO_NO_SHARED"):
+        return Path("/nonexistent/c2fmae-demo-no-shared")
     env = os.environ.get("C2FMAE_SHARED_DATA")
     if env:
         return Path(env)
@@ -85,12 +99,34 @@ def load_one_batch(root: str, imagenet_root: "str | None") -> None:
     from c2fmae_data import ImageNetMultiGranular
 
     ds = ImageNetMultiGranular(root, imagenet_root=imagenet_root, split="train")
-    batch = next(iter(DataLoader(ds, batch_size=min(8, len(ds)), shuffle=True, num_workers=2)))
+    workers = min(2, cores() - 1)
+    batch = next(iter(DataLoader(ds, batch_size=min(8, len(ds)), shuffle=True,
+                                 num_workers=workers)))
     for k in ("rgb", "instance", "semantic"):
         v = batch[k]
         print(f"  {k:9s} {tuple(v.shape)} {v.dtype}  range {v.min().item():.3g}..{v.max().item():.3g}")
     print(f"  label     {batch['label'].tolist()}")
     assert batch["rgb"].shape[1:] == (3, 224, 224) and batch["instance"].dtype == torch.int64
+
+
+def fixed_set(src: str, dst: str, n: int) -> int:
+    """Copy the first ``n`` ok rows of ``src`` into a one-shard dataset ``dst`` (labels-only rows
+    stay labels-only: the same --imagenet-root reads them); returns the row count."""
+    from c2fmae_data.manifest import build_manifest
+    from c2fmae_data.shards import iter_shard, join, list_shards, open_fs, shard_meta, write_shard
+
+    fs, base = open_fs(src)
+    rows, meta = [], {}
+    for rel in list_shards(src, "train"):
+        meta = meta or shard_meta(fs, join(base, rel))
+        rows += [r for r in iter_shard(fs, join(base, rel)) if r["status"] == "ok"]
+        if len(rows) >= n:
+            break
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    info = write_shard(dst, "train", 0, rows[:n], meta=meta)
+    build_manifest(dst, known=[info])
+    return info.rows
 
 
 def run_demo(args) -> int:
@@ -116,7 +152,8 @@ def run_demo(args) -> int:
     labeled = out / "in1k-tiny-random"
     rc = label_imagenet.main(["--imagenet-root", str(images), "--out", str(labeled),
                               "--models", "tiny-random", "--device", "cpu", "--shard-size", "32",
-                              "--num-cpus", "2", "--no-progress"])
+                              "--num-cpus", str(min(2, cores())), "--no-progress",
+                              "--allow-failed"])
     import ray
 
     ray.shutdown()
@@ -144,15 +181,17 @@ def run_demo(args) -> int:
     step(f"4/6 loader: one batch of {train_root}")
     load_one_batch(train_root, train_images)
 
-    step(f"5/6 pretraining C2FMAE (test size) for {args.steps} steps on CPU")
     run_dir = out / "pretrain"
-    from c2fmae_data.manifest import load_manifest
-
-    batch = str(max(1, min(8, load_manifest(train_root)["totals"]["ok"])))
-    cmd = [sys.executable, "-m", "model.pretrain", "--config", "pretrain_demo", "--data", train_root,
-           "--output-dir", str(run_dir), "--max-steps", str(args.steps), "--resume", "none",
-           "--total-batch", batch, "--batch-per-gpu", batch,
-           "--set", f"train.panels_every_epochs={args.panels_every}"]
+    fixed = fixed_set(train_root, str(out / "train-fixed"), args.train_images)
+    step(f"5/6 pretraining C2FMAE (test size, 64 px) for {args.steps} steps on {fixed} fixed "
+         "images")
+    batch = str(min(8, fixed))
+    cmd = [sys.executable, "-m", "model.pretrain", "--config", str(DEMO_CONFIG),
+           "--data", str(out / "train-fixed"), "--output-dir", str(run_dir),
+           "--max-steps", str(args.steps), "--resume", "none", "--total-batch", batch,
+           "--batch-per-gpu", batch,
+           "--set", f"train.panels_every_steps={args.panels_every}",
+           "--set", f"train.save_every_steps={args.panels_every}"]
     if train_images:
         cmd += ["--imagenet-root", train_images]
     print(" ".join(cmd), flush=True)
@@ -183,8 +222,12 @@ def register(subparsers) -> None:
     p.add_argument("--images", default=None, help="an ImageNet-layout folder to label instead")
     p.add_argument("--shared", default=None, help="the shared sample data folder "
                    "(default: ../shared/data beside the checkout, when present)")
-    p.add_argument("--steps", type=int, default=900, help="pretraining steps (default: 900, about 3 min on 2 cores)")
-    p.add_argument("--panels-every", type=int, default=50, help="panels every N epochs")
+    p.add_argument("--steps", type=int, default=900,
+                   help="pretraining steps (default: 900; see the README for the time)")
+    p.add_argument("--train-images", type=int, default=8,
+                   help="size of the fixed pretraining set (default: 8)")
+    p.add_argument("--panels-every", type=int, default=300,
+                   help="panels and a checkpoint every N steps; the last 2 kept (default: 300)")
     p.add_argument("--clean", action="store_true", help="delete --out first")
     p.set_defaults(func=run_demo)
 

@@ -27,39 +27,69 @@ from pipelines.report import format_summary, write_summary  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--imagenet-root", required=True,
                    help="folder (or fsspec URL) holding <split>/<wnid>/<file>; every node must "
                         "read it at this path")
     p.add_argument("--out", required=True, help="dataset root: local path or fsspec URL")
-    p.add_argument("--split", default="train", choices=["train", "val"])
-    p.add_argument("--classes", help="comma-separated wnids or class indices (changes the plan)")
-    p.add_argument("--limit", type=int, help="first N keys of the sorted listing (changes the plan)")
-    p.add_argument("--shard-size", type=int, default=1000, help="images per shard")
-    p.add_argument("--batch-size", type=int, default=8, help="images per label call")
+    p.add_argument("--split", default="train", choices=["train", "val"],
+                   help="split folder to label (default: train)")
+    p.add_argument("--classes", help="comma-separated wnids or class indices (changes the plan; "
+                                     "default: all 1000)")
+    p.add_argument("--limit", type=int, help="first N keys of the sorted listing (changes the "
+                                             "plan; default: all)")
+    p.add_argument("--shard-size", type=int, default=1000, help="images per shard (default: 1000)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per label call (default: 8)")
     p.add_argument("--models", default="default", help="labeling preset: default, tiny, "
-                   "tiny-random, fake, fake:<latency_ms>")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+                   "tiny-random, fake, fake:<latency_ms> (default: default)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="model precision (default: fp32)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
-                   help="auto: cuda when the cluster has GPUs")
+                   help="auto: cuda when the cluster has GPUs (default: auto)")
     p.add_argument("--workers", type=int, help="label workers (default: GPUs / --gpus-per-worker, "
                                               "or 1 without GPUs)")
     p.add_argument("--gpus-per-worker", type=float, default=1.0,
-                   help="GPUs per label worker; fractional shares a GPU (ignored on cpu)")
+                   help="GPUs per label worker; fractional shares a GPU; ignored on cpu "
+                        "(default: 1)")
     p.add_argument("--worker-cpus", type=float, help="CPUs reserved per label worker "
-                   "(default 1 with GPUs, 0 on cpu so the CPU stage can run beside it)")
-    p.add_argument("--depth", type=int, default=2, help="batches queued per worker (pipelining)")
+                   "(default: 1 with GPUs, 0 on cpu so the CPU stage can run beside it)")
+    p.add_argument("--depth", type=int, default=2,
+                   help="batches queued per worker, for pipelining (default: 2)")
     p.add_argument("--max-crashes", type=int, default=100,
-                   help="abort after this many label-worker deaths (finished shards are kept)")
-    p.add_argument("--address", help="Ray cluster address ('auto' under ray submit); without it "
-                   "a local Ray is started")
+                   help="abort after this many label-worker deaths; finished shards are kept "
+                        "(default: 100)")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="exit 0 even when the split holds failed rows (default: exit 1)")
+    p.add_argument("--address", help="Ray cluster address ('auto' under ray submit; default: "
+                   "start a local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     p.add_argument("--ship-code", action="store_true", help="send c2fmae_data/labeling/pipelines "
                    "to the workers in the job's runtime_env (when nodes lack the installed repo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def validate(args) -> None:
+    """Check every argument that needs no listing, before anything starts (Ray included)."""
+    from labeling.presets import parse_preset
+
+    try:
+        parse_preset(args.models)
+    except ValueError as e:
+        raise PlanError(f"--models: {e}") from None
+    for flag, low in (("shard_size", 1), ("batch_size", 1), ("limit", 1), ("workers", 1),
+                      ("depth", 1), ("max_crashes", 0), ("num_cpus", 1), ("worker_cpus", 0)):
+        v = getattr(args, flag)
+        if v is not None and v < low:
+            raise PlanError(f"--{flag.replace('_', '-')} must be >= {low}, got {v}")
+    if not args.gpus_per_worker > 0:
+        raise PlanError(f"--gpus-per-worker must be > 0, got {args.gpus_per_worker}")
+    parse_classes(args.classes)
 
 
 def init_ray(args) -> None:
@@ -121,6 +151,7 @@ def run(args) -> "dict[str, Any]":
     from pipelines.stages import crash_hook_from_env, remote_functions
 
     t0 = time.perf_counter()
+    validate(args)
     classes = parse_classes(args.classes)
     plan = make_plan(args.imagenet_root, args.split, shard_size=args.shard_size,
                      models=args.models, precision=args.precision, classes=classes,
@@ -128,6 +159,8 @@ def run(args) -> "dict[str, Any]":
     done = set(check_resumable(args.out, plan))
     todo = [i for i in range(plan.num_shards) if i not in done]
     save_plan(args.out, plan, {k: v for k, v in vars(args).items()})
+    for line in plan.notes:
+        print(line, flush=True)
     print(f"plan {plan.fingerprint[:12]}: {len(plan.items)} images, {plan.num_shards} shards of "
           f"{plan.shard_size}; {len(done)} finished, {len(todo)} to label", flush=True)
 
@@ -194,12 +227,19 @@ def run(args) -> "dict[str, Any]":
 
 
 def main(argv=None) -> int:
+    """Exit 0, 1 when the split holds failed rows (unless --allow-failed; the same rule as
+    ``c2fmae-data label`` and ``convert-coco``), 2 for bad arguments."""
     args = parse_args(argv)
     try:
-        run(args)
+        entry = run(args)
     except PlanError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if entry["failed"] and not args.allow_failed:
+        print(f"{entry['failed']} failed row(s) in split {args.split!r} (listed in "
+              f"{entry['failures_file']}): exit status 1; pass --allow-failed to accept them",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,8 +1,10 @@
 """The labeling plan: which images, cut into which shards, and its fingerprint.
 
-The listing is every file ``<split>/<wnid>/<file>`` under the ImageNet root whose ``wnid`` is one of
-timm's 1000 ImageNet-1K classes (hidden files skipped), as keys relative to the root, sorted.
-``--classes`` keeps only some wnids, then ``--limit`` keeps the first N keys of the sorted listing.
+The listing is ``labeling.listing.list_imagenet``, the rule ``c2fmae-data label`` uses too: every
+image file ``<split>/<wnid>/<file>`` under the ImageNet root whose ``wnid`` is one of timm's 1000
+ImageNet-1K classes (hidden and non-image files skipped and reported), as keys relative to the
+root, sorted. ``--classes`` keeps only some wnids, then ``--limit`` keeps the first N keys of the
+sorted listing (the walk stops there: no full listing of 1.28M files for a small subset).
 Shard N holds keys ``[N * shard_size, (N + 1) * shard_size)`` of that list, so the same arguments
 always give the same shards. Changing the folder contents, ``--classes``, ``--limit``,
 ``--shard-size``, ``--models`` or ``--precision`` changes the plan and its fingerprint; a resume
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -20,6 +21,7 @@ from c2fmae_data.categories import imagenet_wnid_to_index, imagenet_wnids
 from c2fmae_data.format import FORMAT_VERSION
 from c2fmae_data.manifest import write_json_atomic
 from c2fmae_data.shards import join, list_shards, open_fs, parse_shard_name, shard_meta
+from labeling.listing import Item, Listing, list_imagenet  # noqa: F401  (Item: re-export)
 
 PLAN_VERSION = 1
 STATE_DIR = "_pipeline"   # plan + per-shard ledger of a run, beside shards/ in the output root
@@ -27,14 +29,6 @@ STATE_DIR = "_pipeline"   # plan + per-shard ledger of a run, beside shards/ in 
 
 class PlanError(ValueError):
     """Arguments that cannot make a plan, or a resume that would mix two plans."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """One image of the plan (picklable, small: the bytes are read by the CPU stage)."""
-    key: str          # <split>/<wnid>/<file>, relative to the ImageNet root
-    wnid: str
-    class_index: int
 
 
 @dataclass
@@ -46,6 +40,7 @@ class Plan:
     items: "list[Item]"
     fingerprint: str = ""
     shards: "list[list[Item]]" = field(default_factory=list)
+    notes: "list[str]" = field(default_factory=list)   # what the listing left out
 
     @property
     def num_shards(self) -> int:
@@ -80,31 +75,20 @@ def parse_classes(spec: "str | None") -> "list[str] | None":
     return sorted(set(out))
 
 
-def list_images(root: str, split: str, classes: "Sequence[str] | None" = None
-                ) -> "tuple[list[Item], list[str]]":
-    """(sorted items, ignored folder names) of ``<root>/<split>/<wnid>/*``."""
-    fs, base = open_fs(root)
-    split_dir = join(base, split)
-    if not fs.isdir(split_dir):
-        raise PlanError(f"{root}: no folder {split!r} (expected <imagenet-root>/{split}/<wnid>/)")
-    index = imagenet_wnid_to_index()
-    wanted = set(classes) if classes is not None else None
-    items, ignored = [], []
-    for entry in sorted(fs.ls(split_dir, detail=True), key=lambda e: e["name"]):
-        wnid = posixpath.basename(entry["name"].rstrip("/"))
-        if entry["type"] != "directory":
-            continue
-        if wnid not in index:
-            ignored.append(wnid)
-            continue
-        if wanted is not None and wnid not in wanted:
-            continue
-        for f in fs.ls(entry["name"], detail=True):
-            name = posixpath.basename(f["name"])
-            if f["type"] == "file" and not name.startswith("."):
-                items.append(Item(f"{split}/{wnid}/{name}", wnid, index[wnid]))
-    items.sort(key=lambda it: it.key)
-    return items, ignored
+def _listing(root: str, split: str, classes: "Sequence[str] | None" = None,
+             limit: "int | None" = None) -> Listing:
+    """The shared listing of ``<root>/<split>/<wnid>/*``; a missing split folder is a PlanError."""
+    try:
+        return list_imagenet(root, split, classes, limit)
+    except FileNotFoundError as e:
+        raise PlanError(str(e)) from None
+
+
+def list_images(root: str, split: str, classes: "Sequence[str] | None" = None,
+                limit: "int | None" = None) -> "tuple[list[Item], list[str]]":
+    """(sorted items, ignored folder names) of ``<root>/<split>/<wnid>/*`` (``_listing``)."""
+    lst = _listing(root, split, classes, limit)
+    return lst.items, [d.split("/", 1)[1] for d in lst.ignored_dirs]
 
 
 def fingerprint(split: str, keys: Iterable[str], shard_size: int, models: str,
@@ -125,12 +109,11 @@ def make_plan(root: str, split: str, *, shard_size: int, models: str, precision:
         raise PlanError(f"--shard-size must be >= 1, got {shard_size}")
     if limit is not None and limit < 1:
         raise PlanError(f"--limit must be >= 1, got {limit}")
-    items, _ = list_images(root, split, classes)
-    if limit is not None:
-        items = items[:limit]
+    listing = _listing(root, split, classes, limit)
+    items = listing.items
     if not items:
         raise PlanError(f"{root}/{split}: no images of the selected ImageNet-1K classes found")
-    plan = Plan(split, shard_size, models, precision, items)
+    plan = Plan(split, shard_size, models, precision, items, notes=listing.notes())
     plan.shards = [items[i:i + shard_size] for i in range(0, len(items), shard_size)]
     if plan.num_shards > 100000:
         raise PlanError(f"{plan.num_shards} shards exceed the 100000 a split can hold; "

@@ -71,7 +71,7 @@ def test_label_command_writes_verified_shards(imagenet_sample, tmp_path, capsys)
     # rerun keeps finished shards (resume) and bad arguments give a clear error code
     assert main(["label", "--images", str(imagenet_sample), "--out", str(out), "--models",
                  "tiny-random", "--limit", "5", "--shard-size", "3"]) == 0
-    assert "with the planned keys, kept" in capsys.readouterr().out
+    assert "nothing to label: all 2 planned shard(s) already finished" in capsys.readouterr().out
     assert main(["label", "--images", str(tmp_path), "--out", str(out), "--models", "fake"]) == 2
     assert main(["label", "--images", str(imagenet_sample), "--out", str(out),
                  "--models", "nope"]) == 2

@@ -50,7 +50,7 @@ def test_tiny_model_loss_falls_on_real_images_and_panels_are_written(real_root, 
     # its masked-input column shows grey (masked) patches
     assert (fig4[HEADER:, :s] == 128).all(-1).any()
     cross = np.asarray(Image.open(out / "panels" / panels[1]))
-    assert cross.shape == (HEADER + 3 * s, 7 * s, 3)
+    assert cross.shape == (HEADER + 3 * s, 5 * s, 3)  # input | 2 other maps x (pred|target)
 
 
 def test_probes_run_every_n_epochs_on_a_disjoint_holdout(tmp_path, imagenet_sample):
