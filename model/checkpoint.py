@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import shutil
 import uuid
 from typing import Any
 
@@ -34,6 +36,76 @@ class CheckpointError(RuntimeError):
 
 def epoch_name(epoch: int) -> str:
     return f"checkpoint-{epoch:04d}.pt"
+
+
+def step_name(step: int) -> str:
+    return f"checkpoint-step{step:07d}.pt"
+
+
+# periodic checkpoints of each kind, by the number in their name
+_PERIODIC = {"epoch": re.compile(r"^checkpoint-(\d+)\.pt$"),
+             "step": re.compile(r"^checkpoint-step(\d+)\.pt$")}
+
+
+def periodic_checkpoints(output_dir: str, kind: str) -> "list[str]":
+    """The ``kind`` ("epoch" / "step") checkpoints of an output dir, oldest (lowest number)
+    first."""
+    pat = _PERIODIC[kind]
+    found = []
+    for name in os.listdir(output_dir):
+        m = pat.match(name)
+        if m:
+            found.append((int(m.group(1)), name))
+    return [os.path.join(output_dir, n) for _, n in sorted(found)]
+
+
+def prune_periodic(output_dir: str, kind: str, keep: int, protect: str) -> "list[str]":
+    """Delete all but the ``keep`` highest-numbered ``kind`` checkpoints (never ``protect``, the
+    one just written); ``keep`` <= 0 keeps all. Returns the removed paths."""
+    if keep <= 0:
+        return []
+    old = [p for p in periodic_checkpoints(output_dir, kind)
+           if os.path.abspath(p) != os.path.abspath(protect)]
+    removed = old[:max(0, len(old) - (keep - 1))]
+    for p in removed:
+        os.remove(p)
+    return removed
+
+
+# what save_atomic / link_or_copy leave behind when killed between open() and the rename
+_TEMP = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")
+
+
+def clean_stale_temps(output_dir: str) -> "list[str]":
+    """Remove the temporaries of writes that were killed (SIGKILL, power loss) before their
+    rename; call at the start of a run, when no writer of this output dir is alive."""
+    if not os.path.isdir(output_dir):
+        return []
+    removed = []
+    for name in sorted(os.listdir(output_dir)):
+        path = os.path.join(output_dir, name)
+        if _TEMP.match(name) and os.path.isfile(path):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """``dst`` with the content of ``src``, atomically: a hard link (no second write) where the
+    filesystem allows, else a copy. ``src`` may be replaced later (``os.replace`` gives it a new
+    inode); ``dst`` keeps this content."""
+    d = os.path.dirname(os.path.abspath(dst))
+    tmp = os.path.join(d, f".{os.path.basename(dst)}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def save_atomic(obj: "dict[str, Any]", path: str) -> None:

@@ -53,8 +53,12 @@ DEFAULTS: "dict[str, Any]" = {
         "amp": "auto",               # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | none
         "max_steps": None,           # stop after this many optimizer steps (schedule follows it)
         "save_every_epochs": 20,     # keep checkpoint-EEEE.pt every N epochs
+        "save_every_steps": 0,       # > 0: checkpoint-stepSSSSSSS.pt every N steps instead (and
+                                     # no epoch-end saves: for epochs of a few steps)
+        "keep_checkpoints": 2,       # keep the last K periodic checkpoints (0 = all)
         "save_last_every_steps": 1000,  # refresh last.pt every N steps (and at each epoch end)
         "panels_every_epochs": 20,   # write reconstruction panels every N epochs (0 = never)
+        "panels_every_steps": 0,     # > 0: panels every N steps instead of by epochs
         "panel_images": 6,
         "probe_every_epochs": 0,     # k-NN + linear probe on frozen RGB features (0 = never)
         "probe_per_class": 10,       # images per class for each probe set (val split when set,
@@ -133,26 +137,43 @@ def apply_overrides(cfg: dict, overrides: "list[str] | None") -> dict:
     return cfg
 
 
-def config_path(name_or_path: str) -> str:
-    """A config file: a path, or the name of a shipped config (``pretrain_tiny``)."""
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+
+def shipped_configs(kind: str = "") -> "list[str]":
+    """Names of the shipped configs (``model/configs/*.yaml``) whose name starts with ``kind``
+    ("pretrain" / "finetune"; "" = all)."""
+    return sorted(f[:-5] for f in os.listdir(CONFIG_DIR)
+                  if f.endswith(".yaml") and f.startswith(kind))
+
+
+def config_path(name_or_path: str, kind: str = "") -> str:
+    """A config file: a path, or the name of a shipped config of this ``kind``
+    (``pretrain_tiny``)."""
     if os.path.exists(name_or_path):
         return name_or_path
-    here = os.path.join(os.path.dirname(__file__), "configs")
-    for cand in (name_or_path, name_or_path + ".yaml"):
-        p = os.path.join(here, cand)
-        if os.path.exists(p):
-            return p
-    shipped = sorted(f[:-5] for f in os.listdir(here) if f.endswith(".yaml"))
-    raise ConfigError(f"config {name_or_path!r} is neither a file nor one of {shipped}")
+    shipped = shipped_configs(kind)
+    name = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
+    if name in shipped:
+        return os.path.join(CONFIG_DIR, name + ".yaml")
+    what = f"a shipped {kind} config" if kind else "a shipped config"
+    other = name in shipped_configs() and name not in shipped
+    hint = f" ({name} is a config of model.{name.split('_')[0]})" if other else ""
+    raise ConfigError(f"--config {name_or_path!r} is neither a file nor {what}{hint}; "
+                      f"choices: {', '.join(shipped)}")
 
 
-def merge_file(cfg: dict, name_or_path: str, opaque: "tuple[str, ...]" = ("overrides",)) -> dict:
+def merge_file(cfg: dict, name_or_path: str, opaque: "tuple[str, ...]" = ("overrides",),
+               kind: str = "") -> dict:
     """``cfg`` with a YAML config (a path or a shipped name) merged in; errors name the file."""
     import yaml
 
-    path = config_path(name_or_path)
+    path = config_path(name_or_path, kind)
     with open(path) as f:
-        loaded = yaml.safe_load(f) or {}
+        try:
+            loaded = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     try:
@@ -166,7 +187,7 @@ def load_config(name_or_path: "str | None" = None, overrides: "list[str] | None"
     """DEFAULTS <- YAML file (or ``data``) <- dotted overrides, then checked."""
     cfg = copy.deepcopy(DEFAULTS)
     if name_or_path:
-        cfg = merge_file(cfg, name_or_path)
+        cfg = merge_file(cfg, name_or_path, kind="pretrain")
     if data:
         cfg = merge(cfg, data)
     cfg = apply_overrides(cfg, overrides)
@@ -190,6 +211,15 @@ def check(cfg: dict) -> None:
         raise ConfigError(f"train.amp {t['amp']!r} is not auto|bf16|fp16|none")
     if t["max_steps"] is not None and (not isinstance(t["max_steps"], int) or t["max_steps"] <= 0):
         raise ConfigError(f"train.max_steps must be a positive integer, got {t['max_steps']!r}")
+    for key in ("save_every_epochs", "save_every_steps", "keep_checkpoints",
+                "save_last_every_steps", "panels_every_epochs", "panels_every_steps",
+                "probe_every_epochs"):
+        v = t[key]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise ConfigError(f"train.{key} must be an integer >= 0, got {v!r}")
+    if not isinstance(t["log_every_steps"], int) or t["log_every_steps"] <= 0:
+        raise ConfigError(f"train.log_every_steps must be a positive integer, got "
+                          f"{t['log_every_steps']!r}")
     if d["img_size"] % 16 or d["img_size"] % d["mask_stride"]:
         raise ConfigError(f"data.img_size {d['img_size']} must be a multiple of the patch size "
                           f"16 and of data.mask_stride {d['mask_stride']}")

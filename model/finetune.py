@@ -10,7 +10,8 @@ The recipe is MAE's end-to-end fine-tuning built from timm parts: RandAugment + 
 drop path, global average pooling, AdamW with a per-iteration warmup + cosine schedule.
 After every evaluation, top-1 / top-5 on the val split go to ``<checkpoint>_eval.json`` next to
 ``checkpoint.pth``; ``log.jsonl`` holds one line per epoch. A run restarts from its
-``checkpoint.pth`` (model, optimizer, epoch) when one exists in the output dir.
+``checkpoint.pth`` (model, optimizer, epoch, step counter) when one exists in the output dir,
+and redoes the epoch it was killed in exactly (``model.finetune_resume``).
 """
 from __future__ import annotations
 
@@ -19,17 +20,22 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 
 import torch
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
-from model.finetune_config import accum_steps, load_finetune_config, lr_at, scaled_lr
-from model.pretrain_utils import amp_dtype, init_distributed
+from model.config import ConfigError, shipped_configs
+from model.finetune_config import accum_steps, load_finetune_config, scaled_lr
 from model.finetune_data import ImageFolderSplit, eval_transform, train_transform
-from model.finetune_model import (create_classifier, layer_decay_groups, load_finetuned,
-                                  read_encoder, save_finetuned, topk_counts)
+from model.finetune_model import (FINETUNED_FORMAT, create_classifier, layer_decay_groups,
+                                  load_finetuned, read_encoder, save_finetuned, topk_counts)
+from model.finetune_resume import (check_file, check_image_root, resume, seed_epoch,
+                                   start_output)
+from model.optim import lr_at
+from model.pretrain_utils import amp_dtype, init_distributed
 
 CHECKPOINT = "checkpoint.pth"
 
@@ -46,7 +52,7 @@ def make_loader(ds, batch: int, train: bool, cfg: dict, world: int, rank: int, s
     return torch.utils.data.DataLoader(
         ds, batch_size=batch, shuffle=train and sampler is None, sampler=sampler, generator=g,
         num_workers=d["num_workers"], pin_memory=d["pin_memory"] and torch.cuda.is_available(),
-        drop_last=train, persistent_workers=d["num_workers"] > 0)
+        drop_last=train, persistent_workers=d["num_workers"] > 0 and not train)  # see seed_epoch
 
 
 def make_mixup(cfg: dict):
@@ -78,6 +84,7 @@ def train_one_epoch(model, loader, optimizer, criterion, cfg: dict, epoch: int, 
                     prepare, accum: int = 1, dtype=None, log=print, step0: int = 0) -> dict:
     """One epoch; ``prepare(batch) -> (inputs, targets)`` on device (mixup applied there).
     The lr is set per optimizer step: ``lr_at(epoch + i / len) x lr_scale`` of each group."""
+    o = cfg["optim"]
     model.train()
     peak, n_it = scaled_lr(cfg), len(loader)
     clip, every = cfg["optim"]["clip_grad"], cfg["train"]["log_every_steps"]
@@ -89,7 +96,7 @@ def train_one_epoch(model, loader, optimizer, criterion, cfg: dict, epoch: int, 
         if i >= usable:
             break
         if i % accum == 0:
-            lr = lr_at(epoch + i / n_it, peak, cfg)
+            lr = lr_at(epoch + i / n_it, o["epochs"], o["warmup_epochs"], peak, o["min_lr"])
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
         x, y = prepare(batch)
@@ -157,27 +164,54 @@ def write_json(path: str, obj: dict) -> None:
 
 # ----------------------------------------------------------------------------- entry
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m model.finetune", description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="finetune_vitb_400ep", help="YAML path or shipped name")
-    p.add_argument("--pretrained", help="encoder .safetensors (model.export) or pretraining ckpt")
-    p.add_argument("--imagenet-root", help="folder with <train_split>/ and <val_split>/ wnid dirs")
-    p.add_argument("--output-dir", default="out/finetune")
+    p = argparse.ArgumentParser(prog="python -m model.finetune",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="finetune_vitb_400ep",
+                   help="YAML path or shipped name (model/configs/): "
+                        f"{', '.join(shipped_configs('finetune'))} (default: %(default)s)")
+    p.add_argument("--pretrained", help="encoder .safetensors (model.export) or pretraining "
+                                        "checkpoint (default: none, random initialisation)")
+    p.add_argument("--imagenet-root", help="folder with <train_split>/ and <val_split>/ wnid "
+                                           "dirs (data.imagenet_root; required)")
+    p.add_argument("--output-dir", default="out/finetune",
+                   help="checkpoint.pth, its _eval.json, log.jsonl (default: %(default)s)")
     p.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint, no training")
     p.add_argument("--checkpoint", help="fine-tuned checkpoint for --eval-only "
-                                        "(default OUTPUT_DIR/checkpoint.pth)")
+                                        "(default: OUTPUT_DIR/checkpoint.pth)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set optim.epochs=1 (repeatable)")
     return p.parse_args(argv)
 
 
+def read_pretrained(path: str):
+    from safetensors import SafetensorError
+
+    try:
+        return read_encoder(path)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
+        raise ConfigError(f"--pretrained {path}: {e}") from None
+
+
+def image_split(root: str, split: str, transform, limit) -> ImageFolderSplit:
+    try:
+        return ImageFolderSplit(os.path.join(root, split), transform=transform, limit=limit)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--imagenet-root {root}: {e}") from None
+
+
 def main(argv=None) -> dict:
+    """Fine-tune (or ``--eval-only``); returns the last epoch's stats. User errors raise
+    ConfigError before anything is written (``cli`` prints them as one line, exit 2)."""
     args = parse_args(argv)
     cfg = load_finetune_config(args.config, args.overrides)
     if args.imagenet_root:
         cfg["data"]["imagenet_root"] = args.imagenet_root
-    root = cfg["data"]["imagenet_root"]
-    if not root:
-        raise SystemExit("--imagenet-root (or data.imagenet_root) is required")
+    root = check_image_root(cfg, args.eval_only)
+    ckpt = args.checkpoint or os.path.join(args.output_dir, CHECKPOINT)
+    if args.eval_only:
+        check_file("--checkpoint", ckpt)
+    elif args.pretrained:
+        check_file("--pretrained", args.pretrained)
     rank, world, device = init_distributed(cfg)
     torch.manual_seed(cfg["train"]["seed"] + rank)
     dtype = amp_dtype(cfg, device)
@@ -185,12 +219,10 @@ def main(argv=None) -> dict:
     log = print if rank == 0 else (lambda *a, **k: None)
     model = ck = None
     if args.eval_only:  # the checkpoint's resolution wins over the config's
-        ckpt = args.checkpoint or os.path.join(args.output_dir, CHECKPOINT)
         model, ck = load_finetuned(ckpt)
         m = {**m, "img_size": int(ck["timm_kwargs"].get("img_size", m["img_size"]))}
-    val_ds = ImageFolderSplit(os.path.join(root, d["val_split"]),
-                              transform=eval_transform(m["img_size"], d["eval_crop_pct"]),
-                              limit=d["limit_val"])
+    val_ds = image_split(root, d["val_split"], eval_transform(m["img_size"], d["eval_crop_pct"]),
+                         d["limit_val"])
     val_loader = make_loader(val_ds, cfg["optim"]["batch_per_gpu"], False, cfg, world, rank)
 
     if args.eval_only:
@@ -200,37 +232,39 @@ def main(argv=None) -> dict:
             write_json(eval_json_path(ckpt), stats)
         log(json.dumps(stats))
         return stats
+    return fit(args, cfg, root, val_loader, rank, world, device, dtype, log)
 
-    os.makedirs(args.output_dir, exist_ok=True)
-    weights = read_encoder(args.pretrained) if args.pretrained else None
+
+def fit(args, cfg: dict, root: str, val_loader, rank: int, world: int, device, dtype,
+        log) -> dict:
+    """The training epochs, resumed from OUTPUT_DIR/checkpoint.pth when it exists."""
+    m, d = cfg["model"], cfg["data"]
+    weights = read_pretrained(args.pretrained) if args.pretrained else None
+    train_ds = image_split(root, d["train_split"], train_transform(m["img_size"], cfg["aug"]),
+                           d["limit_train"])
+    train_loader = make_loader(train_ds, cfg["optim"]["batch_per_gpu"], True, cfg, world, rank,
+                               cfg["train"]["seed"])
+    accum = accum_steps(cfg, world)
+    if len(train_loader) < accum:
+        raise ConfigError(f"--imagenet-root {root}: {len(train_ds)} training images are fewer "
+                          f"than one optimizer step (optim.total_batch "
+                          f"{cfg['optim']['total_batch']} over {world} process(es))")
     if weights is None:
         log("no --pretrained: training from random initialisation")
     model = create_classifier(weights, m["num_classes"], m["img_size"], m["drop_path"],
                               m["timm_name"], m["timm_kwargs"]).to(device)
     optimizer = make_optimizer(model, cfg)
+    if rank == 0:
+        start_output(args.output_dir, log)
     ckpt = os.path.join(args.output_dir, CHECKPOINT)
-    start = 0
-    if os.path.exists(ckpt):  # resume
-        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        start = int(ck["epoch"]) + 1
-        log(f"resumed from {ckpt} at epoch {start}")
+    start, steps = resume(ckpt, model, optimizer, args.output_dir,
+                          len(train_loader) // accum, FINETUNED_FORMAT, log)
     arch = model.c2fmae_arch
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index]
                                                           if device.type == "cuda" else None)
         model.c2fmae_arch = arch
-    accum = accum_steps(cfg, world)
-    train_ds = ImageFolderSplit(os.path.join(root, d["train_split"]),
-                                transform=train_transform(m["img_size"], cfg["aug"]),
-                                limit=d["limit_train"])
-    train_loader = make_loader(train_ds, cfg["optim"]["batch_per_gpu"], True, cfg, world, rank,
-                               cfg["train"]["seed"])
-    if len(train_loader) == 0:
-        raise SystemExit(f"{len(train_ds)} training images < batch_per_gpu "
-                         f"{cfg['optim']['batch_per_gpu']}")
-    mixup, steps = make_mixup(cfg), 0
+    mixup = make_mixup(cfg)
     criterion = make_criterion(cfg, mixup)
 
     def prepare(batch):
@@ -239,23 +273,50 @@ def main(argv=None) -> dict:
 
     log(f"fine-tuning {arch['timm_name']} on {len(train_ds)} images, {world} process(es), "
         f"accum {accum}, peak lr {scaled_lr(cfg):.3g}, from {getattr(weights, 'source', None)}")
+    return run_epochs(cfg, model, optimizer, train_loader, criterion, prepare, device, dtype,
+                      accum, start, steps, lambda: topk_counts(model, val_loader, device,
+                                                               amp_dtype=dtype),
+                      lambda extra: save_finetuned(ckpt, model, extra), args.output_dir, ckpt,
+                      rank, log)
+
+
+def run_epochs(cfg: dict, model, optimizer, loader, criterion, prepare, device, dtype,
+               accum: int, start: int, steps: int, evaluate, save, output_dir: str, ckpt: str,
+               rank: int, log) -> dict:
+    """Epochs ``start``.. of a fine-tuning run (RGB or multi-granular): each seeded from
+    (seed, epoch, rank), trained, evaluated when due, saved with the step counter."""
     stats: dict = {}
+    max_steps = cfg["train"]["max_steps"]
     for epoch in range(start, cfg["optim"]["epochs"]):
-        if isinstance(train_loader.sampler, torch.utils.data.DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
+        if max_steps and steps >= max_steps:
+            break
+        seed_epoch(loader, cfg["train"]["seed"], epoch, rank)
         t0 = time.time()
-        tr = train_one_epoch(model, train_loader, optimizer, criterion, cfg, epoch, device,
+        tr = train_one_epoch(model, loader, optimizer, criterion, cfg, epoch, device,
                              prepare, accum, dtype, log, steps)
         steps = tr["steps"]
         stats, last = end_epoch(
-            cfg, epoch, tr, t0, lambda: topk_counts(model, val_loader, device, amp_dtype=dtype),
-            lambda: save_finetuned(ckpt, model, {"optimizer": optimizer.state_dict(),
-                                                 "epoch": epoch, "config": cfg}),
-            args.output_dir, ckpt, d["val_split"], rank, log)
+            cfg, epoch, tr, t0, evaluate,
+            lambda: save({"optimizer": optimizer.state_dict(), "epoch": epoch, "steps": steps,
+                          "config": cfg}),
+            output_dir, ckpt, cfg["data"]["val_split"], rank, log)
         if last:
             break
     return stats
 
 
+def cli(argv=None) -> int:
+    """``python -m model.finetune``: exit 2 with one line for what the user must fix."""
+    try:
+        main(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

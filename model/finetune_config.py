@@ -10,7 +10,6 @@ settings (base lr 1e-3 / layer decay 0.7 and 5e-4 / 0.65).
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 from model.config import (ConfigError, accum_steps, apply_overrides, merge_file,
@@ -76,7 +75,7 @@ def load_finetune_config(name_or_path: "str | None" = None,
     """DEFAULTS <- YAML (path or shipped name such as ``finetune_tiny_cpu``) <- overrides."""
     cfg = copy.deepcopy(DEFAULTS)
     if name_or_path:
-        cfg = merge_file(cfg, name_or_path, opaque=("timm_kwargs",))
+        cfg = merge_file(cfg, name_or_path, opaque=("timm_kwargs",), kind="finetune")
     cfg = apply_overrides(cfg, overrides)
     check(cfg)
     return cfg
@@ -97,14 +96,4 @@ def check(cfg: dict) -> None:
         raise ConfigError(f"train.amp {cfg['train']['amp']!r} is not auto|bf16|none")
 
 
-def lr_at(epoch_float: float, peak: float, cfg: dict) -> float:
-    """Per-iteration schedule: linear warmup, then half-cycle cosine to min_lr (MAE)."""
-    o = cfg["optim"]
-    warm, total, min_lr = o["warmup_epochs"], o["epochs"], o["min_lr"]
-    if epoch_float < warm:
-        return peak * epoch_float / warm
-    t = (epoch_float - warm) / max(total - warm, 1e-8)
-    return min_lr + (peak - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
-
-
-__all__ = ["DEFAULTS", "ConfigError", "load_finetune_config", "lr_at", "accum_steps", "scaled_lr"]
+__all__ = ["DEFAULTS", "ConfigError", "load_finetune_config", "accum_steps", "scaled_lr"]

@@ -17,25 +17,29 @@ adapters in the stem, warmup + cosine AdamW, drop path, label smoothing) with on
 pixel-blending Mixup has no meaning for label maps, so only CutMix is used, with one box cut
 consistently out of the RGB image and both maps (box on the map grid, scaled by the stride);
 the RGB-only augmentations RandAugment / random erasing are not applied (they would desynchronise
-pixels and maps). Fine-tuning runs at the pretraining resolution.
+pixels and maps). Fine-tuning runs at the pretraining resolution. CutMix draws from numpy's
+global generator, as timm's Mixup, so a rerun resumes like ``model.finetune``
+(``model.finetune_resume``: epoch checkpoints with the step counter, every epoch seeded from
+(seed, epoch, rank)).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import time
+import sys
 
 import numpy as np
 import torch
 from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from timm.layers import trunc_normal_
 
-from model.finetune import (end_epoch, eval_json_path, make_loader, make_optimizer,
-                            train_one_epoch, write_json)
+from model.config import ConfigError, shipped_configs
+from model.finetune import eval_json_path, make_loader, make_optimizer, run_epochs, write_json
 from model.finetune_config import accum_steps, load_finetune_config, scaled_lr
-from model.pretrain_utils import amp_dtype, init_distributed
 from model.finetune_model import HEAD_INIT_STD, topk_counts
+from model.finetune_resume import check_file, resume, start_output
+from model.pretrain_utils import amp_dtype, check_data_paths, init_distributed
 
 FORMAT = "c2fmae-multigranular-classifier"
 MAPS = ("instance", "semantic")
@@ -89,8 +93,10 @@ def build_classifier(pretrained: str, num_classes: int, drop_path: float) -> Mul
 
 
 def consistent_cutmix(batch: dict, alpha: float, num_classes: int, smoothing: float,
-                      stride: int, rng: np.random.Generator) -> dict:
-    """CutMix (batch mode, pair = flipped batch) applied to RGB and both maps with one box."""
+                      stride: int, rng=np.random) -> dict:
+    """CutMix (batch mode, pair = flipped batch) applied to RGB and both maps with one box.
+    lambda from ``rng`` (a Generator, or numpy's global one); the box from numpy's global
+    generator (timm's ``rand_bbox``)."""
     y = batch["label"]
     lam = float(rng.beta(alpha, alpha))
     m = batch["instance"]
@@ -125,39 +131,74 @@ def load_classifier(path: str) -> "tuple[MultiGranularClassifier, dict]":
 
 
 def make_dataset(args, split: str, train: bool, c, limit):
-    """The multi-granular split at the pretrained model's size, mask stride and instance cap."""
+    """The multi-granular split at the pretrained model's size, mask stride and instance cap;
+    errors that a flag fixes are ConfigErrors naming it."""
     from c2fmae_data import ImageNetMultiGranular
+    from c2fmae_data.format import FormatError
 
-    ds = ImageNetMultiGranular(args.data, args.imagenet_root, split,
-                               transform="train" if train else "eval", size=c.img_size,
-                               stride=c.mask_stride, max_instances=c.max_instances)
+    try:
+        ds = ImageNetMultiGranular(args.data, args.imagenet_root, split,
+                                   transform="train" if train else "eval", size=c.img_size,
+                                   stride=c.mask_stride, max_instances=c.max_instances)
+    except (FormatError, ValueError) as e:
+        raise ConfigError(f"--data {args.data}: {e}") from None
+    if not args.imagenet_root and not ds.manifest.get("self_contained", False):
+        raise ConfigError(f"--data {args.data} holds labels only (no image bytes): pass "
+                          "--imagenet-root DIR, the folder its keys are relative to")
     return torch.utils.data.Subset(ds, range(min(limit, len(ds)))) if limit else ds
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m model.multigranular_ft",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="finetune_vitb_400ep")
-    p.add_argument("--pretrained", help="pretraining checkpoint (model.pretrain last.pt)")
+    p.add_argument("--config", default="finetune_vitb_400ep",
+                   help="YAML path or shipped name (model/configs/): "
+                        f"{', '.join(shipped_configs('finetune'))} (default: %(default)s)")
+    p.add_argument("--pretrained", help="pretraining checkpoint (model.pretrain last.pt); "
+                                        "required unless --eval-only")
     p.add_argument("--data", required=True, help="multi-granular dataset root (manifest.json)")
-    p.add_argument("--imagenet-root", help="image folder when the dataset does not embed images")
-    p.add_argument("--output-dir", default="out/finetune_mg")
-    p.add_argument("--eval-only", action="store_true")
-    p.add_argument("--checkpoint")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = p.parse_args(argv)
-    cfg = load_finetune_config(args.config, args.overrides)
-    rank, world, device = init_distributed(cfg)
-    torch.manual_seed(cfg["train"]["seed"] + rank)
-    dtype, d, a = amp_dtype(cfg, device), cfg["data"], cfg["aug"]
-    log = print if rank == 0 else (lambda *x, **k: None)
+    p.add_argument("--imagenet-root", help="image folder when the dataset does not embed images "
+                                           "(default: none)")
+    p.add_argument("--output-dir", default="out/finetune_mg",
+                   help="checkpoint.pth, its _eval.json, log.jsonl (default: %(default)s)")
+    p.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint, no training")
+    p.add_argument("--checkpoint", help="classifier for --eval-only "
+                                        "(default: OUTPUT_DIR/checkpoint.pth)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set optim.epochs=1 (repeatable)")
+    return p.parse_args(argv)
+
+
+def check_inputs(args) -> str:
+    """Paths the run reads, checked before anything is written; returns the checkpoint path."""
+    check_data_paths({"root": args.data, "imagenet_root": args.imagenet_root})
     ckpt = args.checkpoint or os.path.join(args.output_dir, "checkpoint.pth")
     if args.eval_only:
-        model, ck = load_classifier(ckpt)
+        check_file("--checkpoint", ckpt)
+    elif not args.pretrained:
+        raise ConfigError("--pretrained (a pretraining checkpoint, model.pretrain last.pt) is "
+                          "required")
     else:
-        if not args.pretrained:
-            raise SystemExit("--pretrained (a pretraining checkpoint) is required")
-        model = build_classifier(args.pretrained, cfg["model"]["num_classes"], cfg["model"]["drop_path"])
+        check_file("--pretrained", args.pretrained)
+    return ckpt
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cfg = load_finetune_config(args.config, args.overrides)
+    ckpt = check_inputs(args)
+    rank, world, device = init_distributed(cfg)
+    torch.manual_seed(cfg["train"]["seed"] + rank)
+    dtype, d = amp_dtype(cfg, device), cfg["data"]
+    log = print if rank == 0 else (lambda *x, **k: None)
+    if args.eval_only:
+        model, _ = load_classifier(ckpt)
+    else:
+        try:
+            model = build_classifier(args.pretrained, cfg["model"]["num_classes"],
+                                     cfg["model"]["drop_path"])
+        except (ValueError, RuntimeError, KeyError) as e:  # CheckpointError is a RuntimeError
+            raise ConfigError(f"--pretrained {args.pretrained}: {e}") from None
     c = model.c2f.config
     model.to(device)
     to_dev = (lambda b: {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
@@ -172,19 +213,31 @@ def main(argv=None) -> dict:
             write_json(eval_json_path(ckpt), stats)
         log(json.dumps(stats))
         return stats
+    return fit(args, cfg, model, to_dev, lambda: evaluate(model), ckpt, rank, world, device,
+               dtype, log)
 
-    os.makedirs(args.output_dir, exist_ok=True)
+
+def fit(args, cfg: dict, model, to_dev, evaluate, ckpt: str, rank: int, world: int, device,
+        dtype, log) -> dict:
+    """The training epochs, resumed from the output dir's checkpoint.pth when it exists."""
+    d, a, c = cfg["data"], cfg["aug"], model.c2f.config
+    train_ds = make_dataset(args, d["train_split"], True, c, d["limit_train"])
+    train_loader = make_loader(train_ds, cfg["optim"]["batch_per_gpu"], True, cfg, world, rank,
+                               cfg["train"]["seed"])
+    accum = accum_steps(cfg, world)
+    if len(train_loader) < accum:
+        raise ConfigError(f"--data {args.data}: {len(train_ds)} training samples are fewer than "
+                          f"one optimizer step (optim.total_batch {cfg['optim']['total_batch']})")
     optimizer = make_optimizer(model, cfg)
+    if rank == 0:
+        start_output(args.output_dir, log)
+    start, steps = resume(ckpt, model, optimizer, args.output_dir, len(train_loader) // accum,
+                          FORMAT, log)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_ds = make_dataset(args, d["train_split"], True, c, d["limit_train"])
-    train_loader = make_loader(train_ds, cfg["optim"]["batch_per_gpu"], True, cfg, world, rank,
-                               cfg["train"]["seed"])
-    rng = np.random.default_rng(cfg["train"]["seed"] + rank)
-    use_cutmix = a["cutmix"] > 0
-    smooth = a["smoothing"]
+    use_cutmix, smooth = a["cutmix"] > 0, a["smoothing"]
 
     def criterion(logits, target):
         if target.ndim == 2:  # soft targets from CutMix (smoothing included)
@@ -193,31 +246,31 @@ def main(argv=None) -> dict:
 
     def prepare(batch):
         b = to_dev(batch)
-        if use_cutmix and rng.random() < a["mixup_prob"]:
+        if use_cutmix and np.random.random() < a["mixup_prob"]:
             b = consistent_cutmix(b, a["cutmix"], cfg["model"]["num_classes"], smooth,
-                                  c.mask_stride, rng)
+                                  c.mask_stride)
             return b, b["target"]
         return b, b["label"]
 
-    log(f"multi-granular fine-tuning on {len(train_ds)} samples, accum {accum_steps(cfg, world)}, "
+    log(f"multi-granular fine-tuning on {len(train_ds)} samples, accum {accum}, "
         f"peak lr {scaled_lr(cfg):.3g}, from {args.pretrained}")
-    stats, steps = {}, 0
-    for epoch in range(cfg["optim"]["epochs"]):
-        if isinstance(train_loader.sampler, torch.utils.data.DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
-        t0 = time.time()
-        tr = train_one_epoch(net, train_loader, optimizer, criterion, cfg, epoch, device, prepare,
-                             accum_steps(cfg, world), dtype, log, steps)
-        steps = tr["steps"]
-        stats, last = end_epoch(
-            cfg, epoch, tr, t0, lambda: evaluate(model),
-            lambda: save(ckpt, model, {"optimizer": optimizer.state_dict(), "epoch": epoch,
-                                       "config": cfg}),
-            args.output_dir, ckpt, d["val_split"], rank, log)
-        if last:
-            break
-    return stats
+    return run_epochs(cfg, net, optimizer, train_loader, criterion, prepare, device, dtype,
+                      accum, start, steps, evaluate, lambda extra: save(ckpt, model, extra),
+                      args.output_dir, ckpt, rank, log)
+
+
+def cli(argv=None) -> int:
+    """``python -m model.multigranular_ft``: exit 2 with one line for what the user must fix."""
+    try:
+        main(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -57,19 +57,26 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
     groups = param_groups(model, weight_decay)
     for g in groups:  # the optimizer keeps only standard keys in its state dict
         g.pop("names")
-    fused = all(p.is_cuda for g in groups for p in g["params"]) and torch.cuda.is_available()
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas),
+                             fused=use_fused(p for g in groups for p in g["params"]) or None)
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float,
-          min_lr: float = 0.0) -> float:
-    """Linear warmup from 0 over ``warmup_steps``, then half-cosine to ``min_lr`` at
-    ``total_steps``; evaluated per iteration (optimizer step), as MAE."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return peak_lr * step / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    t = min(1.0, (step - warmup_steps) / span)
-    return min_lr + (peak_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+def use_fused(params) -> bool:
+    """The fused (one-kernel) AdamW when every parameter is on a CUDA device."""
+    params = list(params)
+    return bool(params) and all(p.is_cuda for p in params) and torch.cuda.is_available()
+
+
+def lr_at(t: float, total: float, warmup: float, peak_lr: float, min_lr: float = 0.0) -> float:
+    """Linear warmup from 0 over ``warmup``, then half-cosine from ``peak_lr`` to ``min_lr`` at
+    ``total``, as MAE (``util/lr_sched.adjust_learning_rate``). ``t``, ``total`` and ``warmup`` in
+    one unit: optimizer steps (pretraining) or fractional epochs (fine-tuning, evaluated at
+    every optimizer step); the one schedule of both."""
+    if warmup > 0 and t < warmup:
+        return peak_lr * t / warmup
+    span = total - warmup
+    frac = min(1.0, (t - warmup) / span) if span > 0 else 1.0
+    return min_lr + (peak_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -1,4 +1,4 @@
-"""C2FMAE pretraining (paper IV-A): one CPU process or DDP through torchrun, exact resume.
+r"""C2FMAE pretraining (paper IV-A): one CPU process or DDP through torchrun, exact resume.
 
     python -m model.pretrain --config pretrain_tiny --data ROOT --output-dir OUT
     torchrun --nproc_per_node=8 -m model.pretrain --config pretrain_vit_base_400ep \
@@ -14,62 +14,147 @@ exact with data-loading workers.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
 import os
 import sys
-import time
 from typing import Callable
 
 import torch
 import torch.distributed as dist
 
+from c2fmae_data.source import SampleError
+
 from . import checkpoint as ckpt
 from .config import ConfigError, derive, dump_yaml, load_config
-from .optim import build_optimizer, lr_at, set_lr
-from .pretrain_utils import (Logger, ResumableSampler, all_gather_objects, autocast_ctx,
-                             check_replicas, init_distributed, make_loader, param_digest,
-                             to_device)
+from .optim import build_optimizer
+from .pretrain_engine import NonFiniteLossError, Run, Schedule, train_one_epoch
+from .pretrain_hooks import Hooks, build_probe_sets, dataset_for_panels  # noqa: F401
+from .pretrain_utils import (Logger, ResumableSampler, autocast_ctx, build_dataset,
+                             check_replicas, init_distributed, make_loader, param_digest)
 
-__all__ = ["train", "main", "build_dataset", "NonFiniteLossError", "param_digest"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss or gradient; the run stops without saving it."""
+__all__ = ["train", "main", "build_dataset", "build_run", "NonFiniteLossError", "param_digest"]
 
 
-# ----------------------------------------------------------------------------- data
-def build_dataset(cfg: dict, train: bool, split: "str | None" = None):
-    """The multi-granular dataset with the run's crop/flip augmentation (or the eval resize +
-    centre crop with ``train=False``, for the panels)."""
-    from c2fmae_data import ImageNetMultiGranular
-    from c2fmae_data.transforms import EvalTransform, TrainTransform
-
-    d = cfg["data"]
-    if not d["root"]:
-        raise ConfigError("no dataset: pass --data ROOT (or set data.root)")
-    size, stride, k = d["img_size"], d["mask_stride"], d["max_instances"]
-    if train:
-        tf = TrainTransform(size, stride, scale=tuple(d["crop_scale"]),
-                            flip_p=0.5 if d["hflip"] else 0.0, max_instances=k)
-    else:
-        tf = EvalTransform(size, stride, resize=round(size * 256 / 224), max_instances=k)
-    return ImageNetMultiGranular(d["root"], d["imagenet_root"], split=split or d["split"],
-                                 transform=tf, size=size, stride=stride, max_instances=k,
-                                 on_error=d["on_error"])
-
-
-# ----------------------------------------------------------------------------- the run
+# ----------------------------------------------------------------------------- setup
 def build_run_model(cfg: dict):
     from .c2fmae import build_model
 
     return build_model(cfg["model"]["name"], **(cfg["model"]["overrides"] or {}))
 
 
-def _state_finite(model: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+def check_model_fits_data(model, cfg: dict) -> None:
+    mc, d = getattr(model, "config", None), cfg["data"]
+    for key in ("img_size", "mask_stride", "max_instances"):
+        if mc is not None and getattr(mc, key, d[key]) != d[key]:
+            raise ConfigError(f"data.{key}={d[key]} but the model has {key}="
+                              f"{getattr(mc, key)}; set model.overrides.{key} to match")
 
 
+def make_schedule(cfg: dict, samples_per_rank: int, accum: int, peak_lr: float) -> Schedule:
+    o, t = cfg["optim"], cfg["train"]
+    steps_per_epoch = (samples_per_rank // o["batch_per_gpu"]) // accum
+    if steps_per_epoch == 0:
+        raise ConfigError(f"dataset of {samples_per_rank} images per process is smaller than "
+                          f"one optimizer step of total_batch {o['total_batch']} images")
+    total_steps = t["max_steps"] or o["epochs"] * steps_per_epoch
+    return Schedule(steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                    warmup_steps=round(total_steps * o["warmup_epochs"] / o["epochs"]),
+                    accum=accum, peak_lr=peak_lr, min_lr=o["min_lr"])
+
+
+def build_run(cfg: dict, output_dir: str, resume: "str | None", dataset=None,
+              device: str = "auto") -> Run:
+    """Model, optimizer, scaler, sampler and schedule; restored from a checkpoint when
+    ``resume`` is "auto" (and output_dir/last.pt exists) or a path."""
+    rank, world, dev = init_distributed(cfg, device)
+    o, seed = cfg["optim"], cfg["train"]["seed"]
+    derived = derive(cfg, world)
+
+    ckpt.seed_everything(seed)  # identical init on every rank
+    model = build_run_model(cfg).to(dev)
+    check_model_fits_data(model, cfg)
+    optimizer = build_optimizer(model, derived["lr"], o["weight_decay"], o["betas"])
+    autocast, fp16 = autocast_ctx(cfg, dev)
+    scaler = torch.amp.GradScaler(dev.type, enabled=fp16)
+
+    dataset = dataset if dataset is not None else build_dataset(cfg, train=True)
+    sampler = ResumableSampler(dataset, world, rank, seed)
+    sched = make_schedule(cfg, len(sampler), derived["accum_steps"], derived["lr"])
+    run = Run(cfg=cfg, output_dir=output_dir, model=model, ddp=model, optimizer=optimizer,
+              scaler=scaler, autocast=autocast, fp16=fp16, device=dev, rank=rank, world=world,
+              derived=derived, sched=sched, dataset=dataset, sampler=sampler,
+              state={"epoch": 0, "step_in_epoch": 0, "global_step": 0})
+
+    resume_path = ckpt.find_resume(output_dir) if resume == "auto" else resume
+    if resume_path and not os.path.isfile(resume_path):
+        raise ConfigError(f"--resume {resume_path}: no such checkpoint file")
+    if resume_path:
+        restore(run, resume_path)
+    else:
+        ckpt.seed_everything(seed + rank)  # masking / augmentation differ per rank
+    if world > 1:
+        run.ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=cfg["train"]["find_unused_parameters"])
+    return run
+
+
+def restore(run: Run, path: str) -> None:
+    """Weights, optimizer, scaler, position in the schedule and every RNG from a checkpoint."""
+    ck = ckpt.load(path)
+    run.model.load_state_dict(ck["model"], strict=True)
+    run.optimizer.load_state_dict(ck["optimizer"])
+    if ck.get("scaler"):
+        run.scaler.load_state_dict(ck["scaler"])
+    state = {k: int(ck[k]) for k in run.state}
+    # step_in_epoch counts micro-batches of the saved run; another world size has another
+    # accumulation, so carry over the optimizer steps done (each one is total_batch images)
+    accum = run.sched.accum
+    old_accum = int((ck.get("derived") or {}).get("accum_steps", accum))
+    state["step_in_epoch"] = state["step_in_epoch"] // old_accum * accum
+    run.state.update(state)
+    if len(ck["rng"]) == run.world:
+        ckpt.set_rng_state(ck["rng"][run.rank])
+    else:  # another world size: the sample order stays, the random streams cannot
+        ckpt.seed_everything(run.cfg["train"]["seed"] + 7919 * state["global_step"] + run.rank)
+        if run.main:
+            print(f"resume: checkpoint from {len(ck['rng'])} process(es), now {run.world}; "
+                  "RNG streams reseeded", flush=True)
+    if run.main:
+        print(f"resumed from {path} at epoch {state['epoch']} step {state['global_step']}",
+              flush=True)
+
+
+def start_output(run: Run) -> None:
+    """Rank 0: stale temporaries removed, config.yaml, log.jsonl (records of the steps this run
+    redoes dropped, then appended to), and one line describing the run."""
+    cfg, o, s = run.cfg, run.cfg["optim"], run.sched
+    os.makedirs(run.output_dir, exist_ok=True)
+    if run.main:
+        for p in ckpt.clean_stale_temps(run.output_dir):
+            print(f"removed {p}: the temporary of a write that was killed", flush=True)
+    start = run.state["global_step"]
+    run.logger = Logger(run.output_dir, run.main, start_step=start)
+    if run.main:
+        if run.logger.dropped:
+            print(f"log.jsonl: dropped {run.logger.dropped} record(s) after step {start}, "
+                  "from the earlier run; this run redoes those steps", flush=True)
+        with open(os.path.join(run.output_dir, "config.yaml"), "w") as f:
+            f.write(dump_yaml(cfg))
+        print(f"pretrain: {cfg['model']['name']} on {run.device}, {run.world} process(es), "
+              f"batch {o['batch_per_gpu']} x {run.world} x accum {s.accum} = "
+              f"{o['total_batch']}, lr {s.peak_lr:.3e}, {s.steps_per_epoch} steps/epoch, "
+              f"{s.total_steps} steps, warmup {s.warmup_steps}", flush=True)
+
+
+def epoch_loader(run: Run, epoch: int):
+    """This rank's loader for ``epoch``, starting after the micro-batches already done."""
+    run.sampler.set_epoch(epoch)
+    run.sampler.set_start(run.state["step_in_epoch"] * run.cfg["optim"]["batch_per_gpu"])
+    pin = run.device.type == "cuda" and run.cfg["data"]["pin_memory"]
+    return make_loader(run.dataset, run.sampler, run.cfg, epoch, run.rank, pin)
+
+
+# ----------------------------------------------------------------------------- the run
 def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=None,
           panel_dataset=None, device: str = "auto",
           on_step: "Callable[[dict], None] | None" = None) -> torch.nn.Module:
@@ -78,246 +163,44 @@ def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=
     ``resume``: "auto" continues from ``output_dir/last.pt`` when present, a path resumes from
     that checkpoint, None starts fresh. ``on_step(record)`` is called on every rank after each
     optimizer step with the logged values."""
-    rank, world, dev = init_distributed(cfg, device)
-    main = rank == 0
-    os.makedirs(output_dir, exist_ok=True)
-    o, t = cfg["optim"], cfg["train"]
-    derived = derive(cfg, world)
-    accum, peak_lr = derived["accum_steps"], derived["lr"]
-
-    ckpt.seed_everything(t["seed"])  # identical init on every rank
-    model = build_run_model(cfg).to(dev)
-    mc, d = getattr(model, "config", None), cfg["data"]
-    for key, data_key in (("img_size", "img_size"), ("mask_stride", "mask_stride"),
-                          ("max_instances", "max_instances")):
-        if mc is not None and getattr(mc, key, d[data_key]) != d[data_key]:
-            raise ConfigError(f"data.{data_key}={d[data_key]} but the model has {key}="
-                              f"{getattr(mc, key)}; set model.overrides.{key} to match")
-    optimizer = build_optimizer(model, peak_lr, o["weight_decay"], o["betas"])
-    autocast, fp16 = autocast_ctx(cfg, dev)
-    scaler = torch.amp.GradScaler(dev.type, enabled=fp16)
-
-    dataset = dataset if dataset is not None else build_dataset(cfg, train=True)
-    sampler = ResumableSampler(dataset, world, rank, t["seed"])
-    steps_per_epoch = (len(sampler) // o["batch_per_gpu"]) // accum
-    if steps_per_epoch == 0:
-        raise ConfigError(f"dataset of {len(dataset)} images is smaller than one optimizer step "
-                          f"of total_batch {o['total_batch']} images")
-    total_steps = t["max_steps"] or o["epochs"] * steps_per_epoch
-    warmup_steps = round(total_steps * o["warmup_epochs"] / o["epochs"])
-    n_epochs = math.ceil(total_steps / steps_per_epoch)
-
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
-    resume_path = ckpt.find_resume(output_dir) if resume == "auto" else resume
-    if resume_path:
-        ck = ckpt.load(resume_path)
-        ckpt.unwrap(model).load_state_dict(ck["model"], strict=True)
-        optimizer.load_state_dict(ck["optimizer"])
-        if ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        state = {k: int(ck[k]) for k in state}
-        # step_in_epoch counts micro-batches of the saved run; another world size has another
-        # accumulation, so carry over the optimizer steps done (each one is total_batch images)
-        old_accum = int((ck.get("derived") or {}).get("accum_steps", accum))
-        state["step_in_epoch"] = state["step_in_epoch"] // old_accum * accum
-        if len(ck["rng"]) == world:
-            ckpt.set_rng_state(ck["rng"][rank])
-        else:  # another world size: the sample order stays, the random streams cannot
-            ckpt.seed_everything(t["seed"] + 7919 * state["global_step"] + rank)
-            if main:
-                print(f"resume: checkpoint from {len(ck['rng'])} process(es), now {world}; "
-                      "RNG streams reseeded", flush=True)
-        if main:
-            print(f"resumed from {resume_path} at epoch {state['epoch']} step "
-                  f"{state['global_step']}", flush=True)
-    else:
-        ckpt.seed_everything(t["seed"] + rank)  # masking / augmentation differ per rank
-
-    if world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=t["find_unused_parameters"])
-    else:
-        ddp = model
-    logger = Logger(output_dir, main)
-    if main:
-        with open(os.path.join(output_dir, "config.yaml"), "w") as f:
-            f.write(dump_yaml(cfg))
-        print(f"pretrain: {cfg['model']['name']} on {dev}, {world} process(es), "
-              f"batch {o['batch_per_gpu']} x {world} x accum {accum} = {o['total_batch']}, "
-              f"lr {peak_lr:.3e}, {steps_per_epoch} steps/epoch, {total_steps} steps, "
-              f"warmup {warmup_steps}", flush=True)
-
-    panels = None
-    if main and (t["panels_every_epochs"] or 0) > 0:
-        from .panels import PanelWriter
-
-        pds = panel_dataset if panel_dataset is not None else dataset_for_panels(cfg, dataset)
-        panels = PanelWriter(pds, t["panel_images"], os.path.join(output_dir, "panels"),
-                             seed=t["seed"])
-
-    probe_every = t["probe_every_epochs"] or 0
-    probe_sets = build_probe_sets(cfg) if main and probe_every > 0 else None
-
-    def save(name: str) -> None:
-        rng = all_gather_objects(ckpt.rng_state(), world)
-        if not _state_finite(model):   # on every rank (replicas are equal): none is left waiting
-            raise NonFiniteLossError(f"parameters became non-finite by step "
-                                     f"{state['global_step']}; not overwriting {name}")
-        if not main:
-            return
-        ckpt.save_atomic({
-            "format": ckpt.CHECKPOINT_FORMAT, "version": ckpt.CHECKPOINT_VERSION,
-            "model": ckpt.unwrap(model).state_dict(), "model_name": cfg["model"]["name"],
-            "model_config": ckpt.model_config_dict(model), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if fp16 else {}, "lr": optimizer.param_groups[0]["lr"],
-            **state, "rng": rng, "config": cfg, "derived": derived, "world_size": world,
-        }, os.path.join(output_dir, name))
-
-    imgs_per_step = o["batch_per_gpu"] * world * accum
-    pin = dev.type == "cuda" and cfg["data"]["pin_memory"]
-    model.train()
-    while state["global_step"] < total_steps and state["epoch"] < n_epochs:
-        epoch = state["epoch"]
-        sampler.set_epoch(epoch)
-        sampler.set_start(state["step_in_epoch"] * o["batch_per_gpu"])
-        loader = make_loader(dataset, sampler, cfg, epoch, rank, pin)
-        micro_total = steps_per_epoch * accum
-        bar = None
-        if main and t["progress_bar"]:
-            from tqdm import tqdm
-
-            bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"] // accum,
-                       desc=f"epoch {epoch}", unit="step", dynamic_ncols=True, leave=False)
-        sums, t0, micro = None, time.perf_counter(), state["step_in_epoch"]
-        for batch in loader:
-            if micro >= micro_total or state["global_step"] >= total_steps:
-                break
-            step = state["global_step"]
-            progress = step / total_steps
-            lr = lr_at(step, total_steps, warmup_steps, peak_lr, o["min_lr"])
-            set_lr(optimizer, lr)
-            last_micro = (micro + 1) % accum == 0
-            sync = ddp.no_sync() if world > 1 and not last_micro else contextlib.nullcontext()
-            batch = to_device(batch, dev)
-            with sync:
-                with autocast:
-                    out = ddp(batch, progress=progress)
-                scaler.scale(out["loss"] / accum).backward()
-            vals = torch.stack([out["loss"].detach().float()] +
-                               [out["losses"][k].detach().float() for k in sorted(out["losses"])])
-            sums = vals if sums is None else sums + vals
-            micro += 1
-            if not last_micro:
-                continue
-            stats = sums / accum
-            if world > 1:
-                dist.all_reduce(stats)
-                stats /= world
-            stats, sums = stats.tolist(), None
-            scaler.unscale_(optimizer)
-            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), o["clip_grad"] or math.inf)
-            gn = float(gn)
-            if not math.isfinite(stats[0]) or (not fp16 and not math.isfinite(gn)):
-                what = "loss" if not math.isfinite(stats[0]) else "gradient norm"
-                raise NonFiniteLossError(
-                    f"non-finite {what} (loss={stats[0]}, grad_norm={gn}) at step {step + 1} "
-                    f"(epoch {epoch}); stopping. The last good checkpoint is kept: "
-                    f"{ckpt.find_resume(output_dir) or 'none written yet'}")
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            state["global_step"] += 1
-            state["step_in_epoch"] = micro
-            dt = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            rec = {"step": state["global_step"], "epoch": epoch, "loss": stats[0],
-                   "losses": dict(zip(sorted(out["losses"]), stats[1:])), "lr": lr,
-                   "grad_norm": gn, "progress": progress, "img_per_s": imgs_per_step / dt}
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats[0]:.4f}", lr=f"{lr:.2e}",
-                                img_s=f"{rec['img_per_s']:.1f}")
-            if state["global_step"] % t["log_every_steps"] == 0:
-                logger.log(rec, echo=bar is None or state["global_step"] % (
-                    t["log_every_steps"] * 10) == 0)
-            if on_step is not None:
-                on_step(rec)
-            every = t["save_last_every_steps"]
-            if every and state["global_step"] % every == 0 and micro < micro_total:
-                save(ckpt.LAST)
-        if bar is not None:
-            bar.close()
-        done = state["global_step"] >= total_steps
-        if micro >= micro_total:
-            state["epoch"], state["step_in_epoch"] = epoch + 1, 0
-        ep_done = state["epoch"]  # epochs completed
-        save(ckpt.LAST)
-        if micro >= micro_total and t["save_every_epochs"] and (
-                ep_done % t["save_every_epochs"] == 0 or done):
-            save(ckpt.epoch_name(ep_done))
-        if panels is not None and ((micro >= micro_total and
-                                    ep_done % t["panels_every_epochs"] == 0) or done):
-            panels.write(ckpt.unwrap(model), f"epoch{ep_done:04d}-step{state['global_step']}",
-                         progress=state["global_step"] / total_steps)
-            model.train()
-        if probe_sets is not None and ((micro >= micro_total and ep_done % probe_every == 0)
-                                       or done):
-            logger.log_probe(state["global_step"], ep_done,
-                             run_probe(ckpt.unwrap(model), probe_sets, dev, cfg))
-            model.train()
-    logger.close()
-    check_replicas(model, rank, world)
-    if main:
-        print(f"pretrain: done at step {state['global_step']}; checkpoints in {output_dir}",
-              flush=True)
-    return ckpt.unwrap(model)
-
-
-def build_probe_sets(cfg: dict):
-    """(train, val) probe sets, eval transform: the val split's images when configured, else a
-    disjoint class-balanced holdout of the train split."""
-    from .probes import holdout_split
-
-    n, seed = cfg["train"]["probe_per_class"], cfg["train"]["seed"]
-    train_ds = build_dataset(cfg, train=False)
-    if cfg["data"]["val_split"]:
-        return train_ds, build_dataset(cfg, train=False, split=cfg["data"]["val_split"])
-    return holdout_split(train_ds, n, seed)
-
-
-def run_probe(model, probe_sets, dev, cfg: dict) -> dict:
-    """k-NN (k=20, cosine) and linear-probe top-1/top-5 of the encoder's RGB features."""
-    from .probes import run_probes
-
-    model.eval()
-    return run_probes(lambda b: model.rgb_features(b["rgb"].to(dev)), *probe_sets,
-                      per_class=cfg["train"]["probe_per_class"], seed=cfg["train"]["seed"],
-                      batch_size=cfg["optim"]["batch_per_gpu"])
-
-
-def dataset_for_panels(cfg: dict, train_dataset):
-    """Fixed validation images, without augmentation (val split when configured)."""
-    try:
-        return build_dataset(cfg, train=False, split=cfg["data"]["val_split"])
-    except ConfigError:
-        return train_dataset
+    run = build_run(cfg, output_dir, resume, dataset, device)
+    start_output(run)
+    hooks = Hooks(run, panel_dataset, on_step)
+    run.model.train()
+    while not run.finished():
+        epoch = run.state["epoch"]
+        loader = epoch_loader(run, epoch)
+        hooks.start_epoch(epoch)
+        complete = train_one_epoch(run, loader, epoch, hooks.after_step)
+        hooks.after_epoch(complete)
+    run.logger.close()
+    check_replicas(run.model, run.rank, run.world)
+    if run.main:
+        print(f"pretrain: done at step {run.state['global_step']}; checkpoints in "
+              f"{output_dir}", flush=True)
+    return run.model
 
 
 # ----------------------------------------------------------------------------- CLI
 def parse_args(argv=None) -> argparse.Namespace:
+    from .config import shipped_configs
+
     p = argparse.ArgumentParser(prog="python -m model.pretrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="pretrain_tiny",
-                   help="YAML path or shipped name (model/configs/): pretrain_vit_base_400ep, "
-                        "pretrain_vit_base_1600ep, pretrain_vit_small, pretrain_tiny, "
-                        "pretrain_demo")
-    p.add_argument("--data", help="dataset root (data.root)")
-    p.add_argument("--imagenet-root", help="ImageNet folder for non-self-contained datasets")
-    p.add_argument("--output-dir", required=True, help="checkpoints, log.jsonl, panels/")
+                   help="YAML path or shipped name (model/configs/): "
+                        f"{', '.join(shipped_configs('pretrain'))} (default: %(default)s)")
+    p.add_argument("--data", help="dataset root with manifest.json (data.root; required)")
+    p.add_argument("--imagenet-root", help="image folder the keys of a labels-only dataset are "
+                                           "relative to (data.imagenet_root; default: none, "
+                                           "the dataset embeds its images)")
+    p.add_argument("--output-dir", required=True,
+                   help="checkpoints, log.jsonl, config.yaml, panels/ (required)")
     p.add_argument("--resume", default="auto",
-                   help="'auto' (OUTPUT/last.pt if present), a checkpoint path, or 'none'")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+                   help="'auto' (OUTPUT/last.pt if present), a checkpoint path, or 'none' "
+                        "(default: %(default)s)")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when available) | cpu | cuda (default: %(default)s)")
     flags = {"--epochs": ("optim.epochs", int), "--warmup-epochs": ("optim.warmup_epochs", int),
              "--total-batch": ("optim.total_batch", int),
              "--batch-per-gpu": ("optim.batch_per_gpu", int),
@@ -326,9 +209,10 @@ def parse_args(argv=None) -> argparse.Namespace:
              "--num-workers": ("data.num_workers", int), "--amp": ("train.amp", str),
              "--model": ("model.name", str)}
     for flag, (key, typ) in flags.items():
-        p.add_argument(flag, type=typ, help=f"sets {key}")
+        p.add_argument(flag, type=typ, help=f"sets {key} (default: the config's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config value, e.g. --set train.panels_every_epochs=5")
+                   help="override any config value, e.g. --set train.panels_every_epochs=5 "
+                        "(repeatable)")
     p.add_argument("--print-config", action="store_true", help="print the final config and exit")
     args = p.parse_args(argv)
     args.overrides = [f"{key}={getattr(args, flag[2:].replace('-', '_'))}"
@@ -355,14 +239,20 @@ def main(argv=None) -> int:
     resume = None if args.resume == "none" else args.resume
     try:
         train(cfg, args.output_dir, resume=resume, device=args.device)
-    except (NonFiniteLossError, ConfigError, ckpt.CheckpointError) as e:
+    except (ConfigError, ckpt.CheckpointError) as e:  # the user's to fix, before training
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except SampleError as e:  # a data problem found mid-run
+        print(f"error: {e} (--set data.on_error=skip substitutes failing samples)",
+              file=sys.stderr)
         return 1
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,5 @@
-"""Pieces of the pretraining loop: resumable sampler, loaders, DDP setup, autocast, logging."""
+"""Pieces of the pretraining loop: dataset, resumable sampler, loaders, DDP setup, autocast,
+logging."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,54 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
+
+from .config import ConfigError
+
+
+# ----------------------------------------------------------------------------- data
+def check_data_paths(d: dict) -> None:
+    """Refuse, before anything is written, a --data folder that is not a dataset root and a
+    missing --imagenet-root (local paths; URLs are checked by the dataset)."""
+    root, images = str(d["root"]), d["imagenet_root"]
+    if "://" not in root:
+        if not os.path.isdir(root):
+            raise ConfigError(f"--data {root}: no such folder (data.root)")
+        if not os.path.isfile(os.path.join(root, "manifest.json")):
+            raise ConfigError(f"--data {root}: no manifest.json, not a C2FMAE dataset root "
+                              "(made by c2fmae-data label / convert-coco / manifest)")
+    if images and "://" not in str(images) and not os.path.isdir(images):
+        raise ConfigError(f"--imagenet-root {images}: no such folder (data.imagenet_root)")
+
+
+def build_dataset(cfg: dict, train: bool, split: "str | None" = None):
+    """The multi-granular dataset with the run's crop/flip augmentation (or the eval resize +
+    centre crop with ``train=False``, for the panels and probes). Errors that a user fixes with
+    a flag are ConfigErrors naming it."""
+    from c2fmae_data import ImageNetMultiGranular
+    from c2fmae_data.format import FormatError
+    from c2fmae_data.transforms import EvalTransform, TrainTransform
+
+    d = cfg["data"]
+    if not d["root"]:
+        raise ConfigError("no dataset: pass --data ROOT (or set data.root)")
+    check_data_paths(d)
+    size, stride, k = d["img_size"], d["mask_stride"], d["max_instances"]
+    if train:
+        tf = TrainTransform(size, stride, scale=tuple(d["crop_scale"]),
+                            flip_p=0.5 if d["hflip"] else 0.0, max_instances=k)
+    else:
+        tf = EvalTransform(size, stride, resize=round(size * 256 / 224), max_instances=k)
+    try:
+        ds = ImageNetMultiGranular(d["root"], d["imagenet_root"], split=split or d["split"],
+                                   transform=tf, size=size, stride=stride, max_instances=k,
+                                   on_error=d["on_error"])
+    except (FormatError, ValueError) as e:
+        raise ConfigError(f"--data {d['root']}: {e}") from None
+    if not d["imagenet_root"] and not ds.manifest.get("self_contained", False):
+        raise ConfigError(f"--data {d['root']} holds labels only (no image bytes): pass "
+                          "--imagenet-root DIR, the folder its keys are relative to "
+                          "(data.imagenet_root)")
+    return ds
 
 
 class ResumableSampler(DistributedSampler):
@@ -58,6 +107,9 @@ def init_distributed(cfg: dict, device: str = "auto") -> "tuple[int, int, torch.
         dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+        # fp32 matmuls / convolutions outside autocast on TF32 tensor cores (Ampere and later)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
         backend = cfg["train"]["dist_backend"]
         if backend == "auto":
@@ -92,18 +144,27 @@ def autocast_ctx(cfg: dict, device: torch.device):
 
 # ----------------------------------------------------------------------------- logging
 class Logger:
-    """Rank 0 only: stdout lines, ``log.jsonl`` in the output dir, TensorBoard when installed."""
+    """Rank 0 only: stdout lines, ``log.jsonl`` in the output dir, TensorBoard when installed.
 
-    def __init__(self, output_dir: str, enabled: bool):
+    A run that starts at ``start_step`` (the resumed checkpoint's, 0 for a fresh run) redoes
+    the steps after it: their records from the earlier, killed run are dropped from log.jsonl
+    (and purged from TensorBoard), so every step has one record, the one of the run that
+    went on. ``self.dropped`` counts them."""
+
+    def __init__(self, output_dir: str, enabled: bool, start_step: int = 0):
         self.enabled = enabled
-        self.tb = None
+        self.tb, self.dropped = None, 0
         if not enabled:
             return
-        self.jsonl = open(os.path.join(output_dir, "log.jsonl"), "a")
+        path = os.path.join(output_dir, "log.jsonl")
+        self.dropped = truncate_log(path, start_step)
+        self.jsonl = open(path, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+            # events with step >= purge_step (those of the redone steps) are hidden
+            self.tb = SummaryWriter(os.path.join(output_dir, "tensorboard"),
+                                    purge_step=start_step + 1)
         except ImportError:  # tensorboard is optional
             self.tb = None
 
@@ -143,6 +204,33 @@ class Logger:
             self.jsonl.close()
             if self.tb is not None:
                 self.tb.close()
+
+
+def truncate_log(path: str, last_step: int, key: str = "step") -> int:
+    """Keep the records of ``path`` with ``record[key] <= last_step`` (rewritten atomically);
+    drop the rest and any partial line a kill left. Returns the number of lines dropped."""
+    if not os.path.exists(path):
+        return 0
+    keep, dropped = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+                ok = line.endswith("\n") and int(rec[key]) <= last_step
+            except (ValueError, KeyError, TypeError):
+                ok = False
+            if ok:
+                keep.append(line)
+            else:
+                dropped += 1
+    if dropped:
+        tmp = os.path.join(os.path.dirname(path), f".log.jsonl.tmp-{os.urandom(6).hex()}")
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return dropped
 
 
 def param_digest(model: torch.nn.Module) -> str:

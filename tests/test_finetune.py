@@ -11,9 +11,10 @@ from safetensors.torch import save_file
 
 from model.config import ConfigError
 from model.finetune import main as finetune_main
-from model.finetune_config import load_finetune_config, lr_at, scaled_lr
+from model.finetune_config import load_finetune_config, scaled_lr
 from model.finetune_model import (EncoderWeights, create_classifier, layer_decay_groups,
                                   load_finetuned, read_encoder)
+from model.optim import lr_at
 
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 2}
 
@@ -55,15 +56,21 @@ def test_layer_decay_groups_follow_formula_for_every_block():
 
 
 def test_lr_schedule_warmup_then_cosine():
+    """Fine-tuning uses the pretraining schedule (optim.lr_at) in fractional epochs."""
     cfg = load_finetune_config("finetune_vitb_400ep")
-    peak = scaled_lr(cfg)
+    o, peak = cfg["optim"], scaled_lr(cfg)
     assert peak == pytest.approx(1e-3 * 2048 / 256)
-    assert lr_at(0.0, peak, cfg) == 0.0
-    assert lr_at(2.5, peak, cfg) == pytest.approx(peak / 2)
-    assert lr_at(5.0, peak, cfg) == pytest.approx(peak)
+
+    def lr(e):
+        return lr_at(e, o["epochs"], o["warmup_epochs"], peak, o["min_lr"])
+    assert lr(0.0) == 0.0
+    assert lr(2.5) == pytest.approx(peak / 2)
+    assert lr(5.0) == pytest.approx(peak)
     mid = 5 + 95 / 2
-    assert lr_at(mid, peak, cfg) == pytest.approx(1e-6 + (peak - 1e-6) * 0.5)
-    assert lr_at(100.0, peak, cfg) == pytest.approx(1e-6)
+    assert lr(mid) == pytest.approx(1e-6 + (peak - 1e-6) * 0.5)
+    assert lr(100.0) == pytest.approx(1e-6)
+    assert lr_at(3.0, 5, 5, 1.0, 0.1) == pytest.approx(0.6)  # warmup == total: no cosine part
+    assert lr_at(5.0, 5, 5, 1.0, 0.1) == pytest.approx(0.1)
 
 
 def test_shipped_configs_hold_the_paper_settings():

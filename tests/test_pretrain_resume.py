@@ -3,6 +3,7 @@ last good checkpoint."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 import torch
@@ -42,7 +43,15 @@ def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path):
         train(cfg, out, resume=None, on_step=kill_at(5))
     assert ckpt.load(f"{out}/last.pt")["global_step"] == 4  # mid-epoch (epoch 1, step 1 of 3)
     assert ckpt.load(f"{out}/last.pt")["step_in_epoch"] == 2
+    # what a SIGKILL inside save_atomic leaves (between open() and the rename), and a
+    # record for step 5 that the resumed run redoes
+    stale = tmp_path / "killed" / ".last.pt.tmp-0123456789ab"
+    stale.write_bytes(b"half a checkpoint")
+    assert [json.loads(x)["step"] for x in open(f"{out}/log.jsonl")] == [1, 2, 3, 4, 5]
     train(cfg, out, resume="auto")
+    assert not stale.exists()
+    # one record per step: step 5 of the killed run was dropped, the resumed run's kept
+    assert [json.loads(x)["step"] for x in open(f"{out}/log.jsonl")] == [1, 2, 3, 4, 5, 6]
     resumed = read_log(out)
     assert sorted(resumed) == list(range(1, 7))
     for step in range(1, 7):
