@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from _datasets import synthetic_dataset
 from _pretrain import read_log, tiny_config
 
