@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import random
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -172,8 +173,23 @@ class MultiGranularBase:
     def row_at(table, offset: int) -> "dict[str, Any]":
         return {c: table.column(c)[offset].as_py() for c in table.column_names}
 
-    def make_sample(self, row: "dict[str, Any]") -> "dict[str, Any]":
-        """Read the image, decode and check the masks, apply the transform."""
+    #: (seed, epoch) of the per-sample augmentation RNG; None = the process's ``random`` module
+    augment_seed: "tuple[int, int] | None" = None
+
+    def set_augment_seed(self, seed: int, epoch: int) -> None:
+        """Draw each sample's crop and flip from ``(seed, epoch, sample position)`` instead of
+        the worker's RNG state, so that augmentation is a pure function of the schedule (exact
+        resume with any number of DataLoader workers). Call before building the epoch's loader."""
+        self.augment_seed = (int(seed), int(epoch))
+
+    def sample_rng(self, *position) -> "random.Random | None":
+        if self.augment_seed is None:
+            return None
+        return random.Random("aug-%d-%d-" % self.augment_seed + "-".join(map(str, position)))
+
+    def make_sample(self, row: "dict[str, Any]", rng=None) -> "dict[str, Any]":
+        """Read the image, decode and check the masks, apply the transform (``rng``: the
+        per-sample augmentation RNG, else the global one)."""
         key = row["key"]
         try:
             img = self.source.load(key, row["source_sha256"], row["source_size"],
@@ -211,7 +227,8 @@ class MultiGranularBase:
             sample = {"image": img, "instance": inst, "semantic": sem}
         else:
             try:
-                sample = self.transform(img, inst, sem)
+                sample = (self.transform(img, inst, sem, rng=rng) if rng is not None
+                          else self.transform(img, inst, sem))
             except FormatError as e:  # a mask PNG whose pixel data is corrupt
                 raise SampleError(key, f"mask not decodable: {e}") from None
         sample["label"] = int(row["class_index"])
@@ -288,7 +305,7 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
         if row["key"] != self.key(index):
             raise FormatError(f"{self.shard_files[self._shard[index]]} changed since it was "
                               f"indexed (expected {self.key(index)!r}, found {row['key']!r})")
-        return self.make_sample(row)
+        return self.make_sample(row, self.sample_rng(index))
 
     def __getitem__(self, index: int) -> "dict[str, Any]":
         n = len(self)

@@ -127,7 +127,7 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
             if cap is not None and produced >= cap:
                 break
             try:
-                sample = self.make_sample(row)
+                sample = self.make_sample(row, self.sample_rng(row["key"]))  # per-sample RNG
             except (SampleError, FormatError) as e:
                 if self.on_error == "raise":
                     raise

@@ -49,7 +49,8 @@ class C2FMAE(EncoderAPI, nn.Module):
             g: nn.Parameter(torch.zeros(1, 1, D)) for g in self.inputs})
         self.masking = ProgressiveMasking(
             self.inputs, c.grid, c.num_visible, c.masking_schedule, c.schedule_knots,
-            c.instance_alpha, c.num_semantic, c.semantic_class_weights, c.dirichlet_alpha)
+            c.instance_alpha, c.num_semantic, c.semantic_class_weights, c.dirichlet_alpha,
+            c.masking_blend)
         if c.arch == "mae":
             if self.inputs != ("rgb",) or self.tasks != ("rgb",):
                 raise ValueError("arch='mae' is the RGB-only baseline: inputs and task_order must be ['rgb']")

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from .masking import DEFAULT_KNOTS
+from .masking import BLENDS, DEFAULT_KNOTS
 
 GRANULARITIES = ("semantic", "instance", "rgb")  # canonical order of token groups
 
@@ -32,6 +32,7 @@ class C2FMAEConfig:
     num_visible: int = 98               # visible tokens over all input granularities (of 588)
     masking_schedule: str = "sg-ig-rd"  # also ig-sg-rd, rd-ig-sg, rd, ig, sg
     schedule_knots: Tuple[float, ...] = DEFAULT_KNOTS
+    masking_blend: str = "count"        # curriculum blend: count (default) | topk (eq. 10-11 literal) | sample
     instance_alpha: float = 0.75        # eq. (8) share of masked patches put on objects
     dirichlet_alpha: float = 1.0
     semantic_class_weights: Optional[Tuple[float, ...]] = None  # eq. (6) w_c, equal by default
@@ -59,6 +60,8 @@ class C2FMAEConfig:
                                  f"names from {GRANULARITIES}")
         if self.arch not in ("c2fmae", "mae"):
             raise ValueError(f"config arch={self.arch!r} must be 'c2fmae' or 'mae'")
+        if self.masking_blend not in BLENDS:
+            raise ValueError(f"config masking_blend={self.masking_blend!r} must be one of {BLENDS}")
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         for s in ("mask_stride", "pred_stride"):

@@ -21,6 +21,12 @@ Rules that the paper leaves open, fixed here (and in docs/MODEL.md):
   the background; if the background is too small, the overflow goes back to objects.
 * eq. 10-11: scores alpha_S*M_SG + alpha_I*M_IG + (1-alpha_S-alpha_I)*M_RD, then the m highest
   scores are masked, ties broken uniformly at random (random permutation, then a stable sort).
+  Read literally (``blend="topk"``) this is a hard switch: the three maps are binary with m ones
+  each, so the strategy whose weight exceeds 1/2 wins outright. ``blend="count"`` (default) blends
+  in count space: floor(a_S m + 1/2) patches drawn from M_SG, floor(a_I m + 1/2) from M_IG (not
+  yet taken), the rest from M_RD (not yet taken); ``blend="sample"`` gives each mask one strategy
+  drawn with probabilities (a_S, a_I, a_R). All three equal eq. 10-11 at the endpoints (one weight
+  1). Reasoning and a plot of the realised composition: docs/MODEL.md.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 STRATEGIES = ("sg", "ig", "rd")
+BLENDS = ("count", "topk", "sample")  # curriculum blend rules, default first (docs/MODEL.md)
 SCHEDULES = ("sg-ig-rd", "ig-sg-rd", "rd-ig-sg", "rd", "ig", "sg")
 # Knots of the piecewise-linear curriculum: the 1st strategy has weight 1 on [k0, k1], fades
 # linearly into the 2nd until k2, which fades into the 3rd until k3, which holds to k4 (=1).
@@ -262,6 +269,52 @@ def blend_mask(counts: torch.Tensor, alphas: Tuple[float, float, float],
     return _first_k(_order_by_key(level.to(combo.device)[combo], generator), counts)
 
 
+def _take_from(source: torch.Tensor, taken: torch.Tensor, k: torch.Tensor, generator=None):
+    """k[r] random patches of row r that are in ``source`` and not yet ``taken``."""
+    avail = source & ~taken
+    return _first_k(_order_by_key((~avail).long(), generator), torch.minimum(k, avail.sum(1)))
+
+
+def count_blend_mask(counts: torch.Tensor, alphas: Tuple[float, float, float],
+                     sg: Optional[torch.Tensor], ig: Optional[torch.Tensor],
+                     rd: Optional[torch.Tensor], generator=None) -> torch.Tensor:
+    """Count-space curriculum blend: round(a_S m) masked patches from M_SG, round(a_I m) from M_IG,
+    the remaining m - k_S - k_I from M_RD, without overlap (eq. 10's weights read as shares of the
+    masked budget). With one weight 1 it returns that strategy's mask, as eq. (10)-(11)."""
+    a_s, a_i, _ = alphas
+    k_s = torch.floor(a_s * counts.double() + 0.5).long() if sg is not None else counts * 0
+    k_i = torch.floor(a_i * counts.double() + 0.5).long() if ig is not None else counts * 0
+    k_s = torch.minimum(k_s, counts)
+    k_i = torch.minimum(k_i, counts - k_s)
+    taken = torch.zeros(counts.shape[0], (sg if sg is not None else ig if ig is not None
+                                          else rd).shape[1], dtype=torch.bool, device=counts.device)
+    for src, k in ((sg, k_s), (ig, k_i)):
+        if src is not None:
+            taken |= _take_from(src, taken, k, generator)
+    # the rest: M_RD's patches not yet taken (|M_RD \ taken| >= m - k_S - k_I), random if absent
+    rest = counts - taken.sum(1)
+    src = rd if rd is not None else torch.ones_like(taken)
+    taken |= _take_from(src, taken, rest, generator)
+    return taken
+
+
+def sample_blend_mask(counts: torch.Tensor, alphas: Tuple[float, float, float],
+                      sg: Optional[torch.Tensor], ig: Optional[torch.Tensor],
+                      rd: Optional[torch.Tensor], generator=None) -> torch.Tensor:
+    """Per-mask mixing: each row is M_SG, M_IG or M_RD with probabilities (a_S, a_I, a_R)."""
+    present = [(a, m) for a, m in zip(alphas, (sg, ig, rd)) if a > 0]
+    p = torch.tensor([a for a, _ in present], dtype=torch.float64, device=counts.device)
+    u = _rand((counts.shape[0], 1), counts.device, generator).double()
+    pick = (u > p.cumsum(0)[:-1].unsqueeze(0) / p.sum()).sum(1)  # index of the drawn strategy
+    out = present[0][1].clone()
+    for j, (_, m) in enumerate(present[1:], 1):
+        out = torch.where((pick == j).unsqueeze(1), m, out)
+    return out
+
+
+_BLEND_FNS = {"count": count_blend_mask, "topk": blend_mask, "sample": sample_blend_mask}
+
+
 # ---------------------------------------------------------------------------------- generator
 class ProgressiveMasking:
     """Per-granularity masks for a batch, driven only by the training progress.
@@ -274,8 +327,12 @@ class ProgressiveMasking:
     def __init__(self, granularities: Sequence[str], grid: int = 14, num_visible: int = 98,
                  schedule: str = "sg-ig-rd", knots: Sequence[float] = DEFAULT_KNOTS,
                  instance_alpha: float = 0.75, num_semantic: int = 133,
-                 class_weights: Optional[Sequence[float]] = None, dirichlet_alpha: float = 1.0):
+                 class_weights: Optional[Sequence[float]] = None, dirichlet_alpha: float = 1.0,
+                 blend: str = "count"):
         schedule_weights(schedule, 0.0, knots)  # validates name and knots
+        if blend not in BLENDS:
+            raise ValueError(f"unknown masking blend {blend!r}; choose one of {BLENDS}")
+        self.blend = blend
         if not 0.5 < instance_alpha <= 1.0:
             raise ValueError(f"instance_alpha must be in (0.5, 1], got {instance_alpha}")
         self.granularities = tuple(granularities)
@@ -320,6 +377,6 @@ class ProgressiveMasking:
         if sum(a > 0 for a in (a_s, a_i, a_r)) == 1:  # a single strategy: it is the mask itself
             mask = next(m for m, a in zip(masks, (a_s, a_i, a_r)) if a > 0)
         else:
-            mask = blend_mask(counts, (a_s, a_i, a_r), sg, ig, rd, generator)
+            mask = _BLEND_FNS[self.blend](counts, (a_s, a_i, a_r), sg, ig, rd, generator)
         mask = mask.reshape(B, G, N)
         return {g: mask[:, i] for i, g in enumerate(self.granularities)}

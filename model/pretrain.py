@@ -149,6 +149,8 @@ def start_output(run: Run) -> None:
 def epoch_loader(run: Run, epoch: int):
     """This rank's loader for ``epoch``, starting after the micro-batches already done."""
     run.sampler.set_epoch(epoch)
+    if hasattr(run.dataset, "set_augment_seed"):  # crops/flips from (seed, epoch, sample index)
+        run.dataset.set_augment_seed(run.cfg["train"]["seed"], epoch)
     run.sampler.set_start(run.state["step_in_epoch"] * run.cfg["optim"]["batch_per_gpu"])
     pin = run.device.type == "cuda" and run.cfg["data"]["pin_memory"]
     return make_loader(run.dataset, run.sampler, run.cfg, epoch, run.rank, pin)

@@ -85,14 +85,23 @@ class Run:
                 or self.state["epoch"] >= self.sched.n_epochs)
 
 
-def forward_backward(run: Run, batch: dict, progress: float, last_micro: bool) -> dict:
+def mask_generator(run: Run, step: int, micro: int) -> torch.Generator:
+    """The masking RNG of one micro-batch, a pure function of (seed, optimizer step, micro-batch
+    within the step, rank): a resumed run draws the same masks whatever RNG state it restored."""
+    seed = ((run.cfg["train"]["seed"] * 1_000_003 + step) * 4099 + micro % run.sched.accum) \
+        * 65_537 + run.rank
+    return torch.Generator(device=run.device).manual_seed(seed % (2 ** 63))
+
+
+def forward_backward(run: Run, batch: dict, progress: float, last_micro: bool,
+                     generator: "torch.Generator | None" = None) -> dict:
     """One micro-batch: forward under autocast, backward of ``loss / accum``."""
     sync = (run.ddp.no_sync() if run.world > 1 and not last_micro
             else contextlib.nullcontext())
     batch = to_device(batch, run.device)
     with sync:
         with run.autocast:
-            out = run.ddp(batch, progress=progress)
+            out = run.ddp(batch, progress=progress, generator=generator)
         run.scaler.scale(out["loss"] / run.sched.accum).backward()
     return out
 
@@ -140,7 +149,7 @@ def train_one_epoch(run: Run, loader, epoch: int,
         progress, lr = s.progress(step), s.lr(step)
         set_lr(run.optimizer, lr)
         last_micro = (micro + 1) % s.accum == 0
-        out = forward_backward(run, batch, progress, last_micro)
+        out = forward_backward(run, batch, progress, last_micro, mask_generator(run, step, micro))
         vals = loss_vector(out)
         sums = vals if sums is None else sums + vals
         micro += 1
