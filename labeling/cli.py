@@ -51,7 +51,7 @@ def register_label(subparsers) -> None:
                    "id[@revision], local dir, or 'sam-hq-official:<checkpoint.pth>[:<model_type>]'")
     p.add_argument("--semantic", default=None, help="override the preset's semantic model: "
                    "hub id[@revision], local dir, 'oneformer' or 'eomt'")
-    p.add_argument("--semantic-size", default="coco",
+    p.add_argument("--semantic-size", default="coco", metavar="coco|processor|SHORT,LONG",
                    help="semantic model input size: coco = short side 800, long side <= 1333, "
                         "aspect kept; processor = the image processor's own size; or SHORT,LONG "
                         "(default: coco)")

@@ -149,3 +149,11 @@ def test_every_option_says_what_it_does_and_its_default_once():
                 assert text.count("default:") <= 1, f"{parser.prog} {name}: {text!r}"
             n += 1
     assert n > 35
+
+
+def test_bad_semantic_size_is_one_line_before_any_model_loads(tmp_path, capsys):
+    root = _tree(tmp_path, junk=False)
+    assert _label("--images", root, "--out", tmp_path / "out", "--semantic-size", "huge") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--semantic-size" in err[0] and "SHORT,LONG" in err[0]
+    assert not (tmp_path / "out").exists()
