@@ -114,7 +114,7 @@ def encode_shard(records: "Sequence[dict[str, Any]]", *, meta: "dict | None" = N
 
 def leaf_paths(name: str, typ: pa.DataType) -> "list[str]":
     """Parquet leaf column paths of one Arrow field (lists as ``name.list.element``)."""
-    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
         return leaf_paths(f"{name}.list.element", typ.value_type)
     if pa.types.is_struct(typ):
         return [p for i in range(typ.num_fields)
