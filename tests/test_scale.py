@@ -37,3 +37,64 @@ def test_stream_counts_match_the_assignment(tmp_path):
         assert ds._counts(3, 2).tolist() == brute
         assert ds._cap(1, 3, 1, 2) == min(b[1] for b in brute)
         assert len(ds) == min(sum(b) for b in brute)
+
+
+class _Shards:
+    """Just what the sampler reads: the shard of every index (30 shards of 97..103 rows)."""
+    def __init__(self):
+        sizes = 97 + np.arange(30) % 7
+        self.shard = np.repeat(np.arange(30), sizes)
+
+    def shard_of(self):
+        return self.shard
+
+
+def test_shard_window_sampler_is_a_ddp_epoch_permutation():
+    from c2fmae_data.sampler import ShardWindowSampler
+
+    ds = _Shards()
+    world = 4
+    samplers = [ShardWindowSampler(ds, world, r, seed=7, window=4, drop_last=False)
+                for r in range(world)]
+    for epoch in (0, 1):
+        for s in samplers:
+            s.set_epoch(epoch)
+        got = np.concatenate([list(s) for s in samplers])
+        assert sorted(got.tolist()) == list(range(len(ds.shard)))  # each index exactly once
+    even = [ShardWindowSampler(ds, world, r, seed=7, window=4) for r in range(world)]
+    parts = [list(s) for s in even]
+    assert len({len(p) for p in parts}) == 1 and len(parts[0]) == len(even[0])
+    flat = np.concatenate(parts)
+    assert len(set(flat.tolist())) == len(flat)                 # drop_last: at most once
+
+
+def test_shard_window_sampler_decorrelates_epochs_and_resumes():
+    from c2fmae_data.sampler import ShardWindowSampler
+
+    ds = _Shards()
+    s = ShardWindowSampler(ds, 1, 0, seed=1, window=4, drop_last=False)
+    a = np.array(list(s))
+    s.set_epoch(1)
+    b = np.array(list(s))
+    pos_a, pos_b = np.empty(len(a)), np.empty(len(b))
+    pos_a[a], pos_b[b] = np.arange(len(a)), np.arange(len(b))
+    assert abs(np.corrcoef(pos_a, pos_b)[0, 1]) < 0.2            # rank order correlation ~ 0
+    assert abs(np.corrcoef(pos_a, np.arange(len(a)))[0, 1]) < 0.3  # not index order either
+    # within a window of 4 shards the rows are shuffled: neighbours rarely share a shard run
+    assert np.mean(np.diff(a) == 1) < 0.05
+    s.set_start(123)
+    assert list(s) == b[123:].tolist() and len(s) == len(b) - 123
+
+
+def test_index_built_from_arrow_matches_the_rows(tmp_path):
+    from c2fmae_data.dataset import ImageNetMultiGranular
+
+    keys = synthetic_dataset(tmp_path, n=40, shards=3, failed=4)
+    ds = ImageNetMultiGranular(tmp_path, transform=None, footer_cache=2)
+    assert ds.num_failed == 4 and len(ds) == 36
+    assert set(ds.keys()) < set(keys) and len(set(ds.keys())) == 36
+    for i in range(len(ds)):
+        assert ds[i]["key"] == ds.key(i)
+    assert len(ds._open) <= 2
+    full = ImageNetMultiGranular(tmp_path, transform=None, include_failed=True)
+    assert sorted(full.keys()) == sorted(keys)
