@@ -67,9 +67,15 @@ def _key_hash(key: str) -> int:
                           signed=True)
 
 
-def _iter_rows(pf: pq.ParquetFile, columns: "list[str]") -> Iterator["dict[str, Any]"]:
+def _iter_rows(pf: pq.ParquetFile, columns: "list[str]", whole: bool = False
+               ) -> Iterator["dict[str, Any]"]:
+    """Rows as dicts: one row group at a time, or with ``whole`` the shard in one read (quick
+    mode without mask bytes: 16-row reads cost ~2.4x the single read)."""
     have = set(pf.schema_arrow.names)
     cols = [c for c in columns if c in have]
+    if whole:
+        yield from pf.read(columns=cols, use_threads=False).to_pylist()
+        return
     for g in range(pf.num_row_groups):
         yield from pf.read_row_group(g, columns=cols).to_pylist()
 
@@ -172,7 +178,7 @@ class _Verifier:
         first = last = None
         shard_no = len(self.shard_files)
         self.shard_files.append(rel)
-        for rec in _iter_rows(pf, columns):
+        for rec in _iter_rows(pf, columns, whole=not self.full):
             key = rec.get("key")
             rec.setdefault("image_bytes", None)
             for c in ("instance_png", "semantic_png"):
