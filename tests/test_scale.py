@@ -98,3 +98,23 @@ def test_index_built_from_arrow_matches_the_rows(tmp_path):
     assert len(ds._open) <= 2
     full = ImageNetMultiGranular(tmp_path, transform=None, include_failed=True)
     assert sorted(full.keys()) == sorted(keys)
+
+
+def test_parallel_verify_reports_the_same_problems_in_shard_order(tmp_path):
+    import json
+
+    from c2fmae_data.verify import verify
+
+    synthetic_dataset(tmp_path, n=30, shards=3)
+    mf = tmp_path / "manifest.json"
+    m = json.loads(mf.read_text())
+    shards = m["splits"]["train"]["shards"]
+    shards[0]["last_key"], shards[2]["first_key"] = "zzz", "aaa"   # one problem each
+    mf.write_text(json.dumps(m))
+    serial = verify(str(tmp_path), full=True, workers=1)
+    parallel = verify(str(tmp_path), full=True, workers=2)
+    assert serial.to_json() == parallel.to_json()
+    assert serial.rows == 30 and serial.shards == 3
+    probs = [p for p in parallel.problems if "manifest" in p]
+    assert len(probs) == 2 and probs[0].startswith(shards[0]["file"])
+    assert probs[1].startswith(shards[2]["file"])
