@@ -108,6 +108,40 @@ def stream_len(root, images) -> "tuple[float, float]":
     return before, time.perf_counter() - t
 
 
+def verify_times(root: Path, shards: int) -> "tuple[float, float, float, float]":
+    """(full serial s, full 2 workers s) on the first ``shards`` shards, and quick-mode row reads
+    per shard in 16-row groups (before) vs one read (after), in ms."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from c2fmae_data.verify import LIGHT_COLUMNS, _iter_rows, verify
+
+    sub = root.parent / "verify-sub"
+    (sub / "shards").mkdir(parents=True, exist_ok=True)
+    m = json.loads((root / "manifest.json").read_text())
+    sp = m["splits"]["train"]
+    sp["shards"] = sp["shards"][:shards]
+    for k in ("rows", "ok", "failed", "instances", "bytes"):
+        sp[k] = sum(int(e.get(k, 0) or 0) for e in sp["shards"])
+    for e in sp["shards"]:
+        os.link(root / e["file"], sub / e["file"])
+    (sub / "manifest.json").write_text(json.dumps(m))
+    out = []
+    for w in (1, 2):
+        t = time.perf_counter()
+        rep = verify(str(sub), full=True, workers=w)
+        out.append(time.perf_counter() - t)
+        assert rep.ok, rep.text()
+    pf = pq.ParquetFile(sub / sp["shards"][0]["file"])
+    for whole in (False, True):
+        t = time.perf_counter()
+        for _ in range(5):
+            sum(1 for _ in _iter_rows(pf, LIGHT_COLUMNS, whole=whole))
+        out.append((time.perf_counter() - t) / 5 * 1e3)
+    return tuple(out)
+
+
 def throughput(ds, order, n: int) -> float:
     t = time.perf_counter()
     for i in order[:n]:
@@ -120,6 +154,7 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--samples", type=int, default=1500)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--verify-shards", type=int, default=4)
     ap.add_argument("--keep", default=None)
     a = ap.parse_args(argv)
     work = Path(a.keep or tempfile.mkdtemp(prefix="c2fmae-scale-"))
@@ -134,6 +169,7 @@ def main(argv=None):
             lambda: ImageNetMultiGranular(root, images, footer_cache=32))
         _, old_s, old_peak = timed_peak(lambda: old_lists(ds))
         len_before, len_after = stream_len(root, images)
+        v1, v2, q_groups, q_whole = verify_times(root, a.verify_shards)
         rng = np.random.default_rng(0)
         n = len(ds)
         sampler = ShardWindowSampler(ds, 1, 0, seed=0, window=32)
@@ -160,7 +196,11 @@ def main(argv=None):
                  f"| open map-style index (6a) | Python lists: {old_s:.2f} s, +{old_peak / 1e6:.0f}"
                  f" MB Python peak | Arrow: {open_s:.2f} s, +{open_peak / 1e6:.0f} MB |",
                  f"| stream `__len__`, world 64 (3) | {len_before * 1e3:.1f} ms | "
-                 f"{len_after * 1e3:.1f} ms |", "",
+                 f"{len_after * 1e3:.1f} ms |",
+                 f"| `verify --full`, {a.verify_shards} shards (4) | 1 worker: {v1:.1f} s | "
+                 f"2 workers: {v2:.1f} s ({v1 / v2:.2f}x) |",
+                 f"| quick-mode row read per shard (4) | 16-row groups: {q_groups:.0f} ms | "
+                 f"one read: {q_whole:.0f} ms |", "",
                  f"Loader, one thread, median of {a.runs} runs of {a.samples} samples "
                  "(`train` transform, sha256 check on):", "",
                  "| order | samples/s | vs in order | multi-granular / RGB-only time |",

@@ -230,7 +230,8 @@ class MultiGranularBase:
 
 def _fixed_width(chunks) -> np.ndarray:
     """Keys (Arrow string arrays) as one numpy fixed-width bytes array, through Arrow buffers."""
-    arr = pa.concat_arrays([c.cast(pa.string()) for c in chunks]) if chunks else pa.array([], pa.string())
+    arr = (pa.concat_arrays([c.cast(pa.string()) for c in chunks]) if chunks
+           else pa.array([], pa.string()))
     if len(arr) == 0:
         return np.zeros(0, "S1")
     offs = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
@@ -284,12 +285,14 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
             shard_ix.append(np.full(int(keep.sum()), s, np.int32))
             group_ix.append(groups[keep])
             offset_ix.append(offsets[keep])
-            keys.append(t.column("key").combine_chunks().filter(pa.array(keep)))
+            keys.append(_fixed_width([t.column("key").combine_chunks().filter(pa.array(keep))]))
             labels.append(t.column("class_index").to_numpy()[keep].astype(np.int16))
         cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
         self._shard, self._group = cat(shard_ix, np.int32), cat(group_ix, np.int32)
         self._offset = cat(offset_ix, np.int32)
-        self._keys = _fixed_width(keys)
+        width = max((k.dtype.itemsize for k in keys), default=1)
+        self._keys = np.concatenate([k.astype(f"S{width}") for k in keys]) if keys else \
+            np.zeros(0, "S1")
         #: class index of every sample (timm order; -1 outside ImageNet), without decoding any
         self.labels = cat(labels, np.int16)
         self._close()  # handles opened for indexing are not for the workers
