@@ -307,6 +307,8 @@ def verify(root: str, *, imagenet_root: "str | None" = None, full: bool = False,
     """Check the dataset at ``root``; ``Report.ok`` is True only when nothing is wrong.
     ``workers`` processes check shards in parallel (default: the cores); the report lists
     problems in shard order whatever the count."""
-    n = workers if workers is not None else (len(os.sched_getaffinity(0))
-                                             if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    if workers is None:
+        workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count())
+    n = workers
     return _Verifier(str(root), imagenet_root, full, n or 1).run()
