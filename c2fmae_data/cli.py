@@ -23,7 +23,8 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 def cmd_verify(args) -> int:
     from .verify import verify
 
-    rep = verify(args.root, imagenet_root=args.imagenet_root, full=args.full)
+    rep = verify(args.root, imagenet_root=args.imagenet_root, full=args.full,
+                 workers=args.workers)
     if args.json:
         text = json.dumps(rep.to_json(), indent=1)
         if args.json == "-":
@@ -91,6 +92,14 @@ def cmd_manifest(args) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def _builtin(sub) -> None:
     p = sub.add_parser("verify", help="check a dataset root; exit 0 only when all checks pass",
                        description="Check a dataset root and list every problem (docs/FORMAT.md "
@@ -107,6 +116,9 @@ def _builtin(sub) -> None:
     p.add_argument("--json", nargs="?", const="-", metavar="PATH",
                    help="write the report as JSON to PATH, or to stdout when PATH is omitted "
                         "(default: the text report only)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="processes checking shards in parallel (default: the cores); the "
+                        "report stays in shard order")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("inspect", help="statistics of a dataset root and an optional sample grid",

@@ -15,9 +15,12 @@ import logging
 import multiprocessing as mp
 import os
 import random
+from collections import OrderedDict
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
@@ -83,7 +86,7 @@ class MultiGranularBase:
     def __init__(self, root, imagenet_root=None, split: str = "train",
                  transform: "Union[str, Callable, None]" = "train", *, size: int = 224,
                  stride: int = 4, max_instances: int = 32, include_failed: bool = False,
-                 on_error: str = "raise", verify_hash: bool = True):
+                 on_error: str = "raise", verify_hash: bool = True, footer_cache: int = 8):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.root, self.split = str(root), split
@@ -101,14 +104,14 @@ class MultiGranularBase:
         self._errors = ErrorCounter()
         self._fs = self._base = None
         self._pid = None
-        self._open_shard = (None, None, None)   # (shard index, file object, ParquetFile)
+        self.footer_cache = max(1, int(footer_cache))
+        self._open = OrderedDict()              # shard index -> (file object, ParquetFile), LRU
         self._cached = (None, None)             # ((shard, row group), pyarrow Table)
 
     # -------------------------------------------------------------- pickling / lazy handles
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.update(_fs=None, _base=None, _pid=None, _open_shard=(None, None, None),
-                     _cached=(None, None))
+        state.update(_fs=None, _base=None, _pid=None, _open=OrderedDict(), _cached=(None, None))
         return state
 
     @property
@@ -118,29 +121,35 @@ class MultiGranularBase:
 
     def _filesystem(self):
         if self._fs is None or self._pid != os.getpid():
-            self._open_shard, self._cached = (None, None, None), (None, None)  # another process's
+            self._open, self._cached = OrderedDict(), (None, None)  # another process's
             self._fs, self._base = open_fs(self.root)
             self._pid = os.getpid()
         return self._fs
 
     def _close(self) -> None:
-        if self._open_shard[1] is not None and self._pid == os.getpid():
-            self._open_shard[1].close()
-        self._open_shard, self._cached = (None, None, None), (None, None)
+        if self._pid == os.getpid():
+            for f, _ in self._open.values():
+                f.close()
+        self._open, self._cached = OrderedDict(), (None, None)
 
     def _parquet(self, shard: int) -> pq.ParquetFile:
+        """The parsed footer of one shard; the last ``footer_cache`` shards stay open (LRU), so a
+        shard-window sampler (``sampler.ShardWindowSampler``) parses each footer about once."""
         fs = self._filesystem()
-        if self._open_shard[0] != shard:
-            self._close()
-            path = join(self._base, self.shard_files[shard])
-            if _is_local(fs):   # Arrow's own reader: no Python file object on the read path
-                import pyarrow as pa
+        if shard in self._open:
+            self._open.move_to_end(shard)
+            return self._open[shard][1]
+        while len(self._open) >= self.footer_cache:
+            self._open.popitem(last=False)[1][0].close()
+        path = join(self._base, self.shard_files[shard])
+        if _is_local(fs):   # Arrow's own reader: no Python file object on the read path
+            import pyarrow as pa
 
-                f = pa.memory_map(path, "r")
-            else:
-                f = fs.open(path, "rb")
-            self._open_shard = (shard, f, pq.ParquetFile(f))
-        return self._open_shard[2]
+            f = pa.memory_map(path, "r")
+        else:
+            f = fs.open(path, "rb")
+        self._open[shard] = (f, pq.ParquetFile(f))
+        return self._open[shard][1]
 
     def _row_group(self, shard: int, group: int):
         """The (cached) table of one row group, only the columns a sample needs."""
@@ -156,7 +165,13 @@ class MultiGranularBase:
         return self._cached[1]
 
     def _scan(self, shard: int) -> "tuple[list[str], list[str], list[int], list[int]]":
-        """keys, statuses, row-group sizes and class indices of one shard (the only full-shard
+        """keys, statuses, row-group sizes and class indices of one shard as lists."""
+        t, sizes = self._scan_table(shard)
+        return (t.column("key").to_pylist(), t.column("status").to_pylist(), sizes,
+                t.column("class_index").to_pylist())
+
+    def _scan_table(self, shard: int) -> "tuple[Any, list[int]]":
+        """(key/status/class_index table, row-group sizes) of one shard (the only full-shard
         read)."""
         pf = self._parquet(shard)
         sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
@@ -165,8 +180,7 @@ class MultiGranularBase:
         if expected is not None and t.num_rows != expected:
             raise FormatError(f"{self.shard_files[shard]}: {t.num_rows} rows, the manifest "
                               f"says {expected} (run `c2fmae-data verify`)")
-        return (t.column("key").to_pylist(), t.column("status").to_pylist(), sizes,
-                t.column("class_index").to_pylist())
+        return t, sizes
 
     # -------------------------------------------------------------- rows -> samples
     @staticmethod
@@ -240,6 +254,23 @@ class MultiGranularBase:
         log.warning("skipping %s: %s", key, err)
 
 
+def _fixed_width(chunks) -> np.ndarray:
+    """Keys (Arrow string arrays) as one numpy fixed-width bytes array, through Arrow buffers."""
+    arr = (pa.concat_arrays([c.cast(pa.string()) for c in chunks]) if chunks
+           else pa.array([], pa.string()))
+    if len(arr) == 0:
+        return np.zeros(0, "S1")
+    offs = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
+    data = np.frombuffer(arr.buffers()[2], np.uint8) if arr.buffers()[2] else np.zeros(0, np.uint8)
+    lens = np.diff(offs)
+    width = max(1, int(lens.max()))
+    out = np.zeros((len(arr), width), np.uint8)
+    row = np.repeat(np.arange(len(arr)), lens)
+    col = np.arange(len(data[offs[0]:offs[-1]])) - np.repeat(offs[:-1] - offs[0], lens)
+    out[row, col] = data[offs[0]:offs[-1]]
+    return out.view(f"S{width}").ravel()
+
+
 def _is_local(fs) -> bool:
     proto = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
     return "file" in proto or "local" in proto
@@ -271,27 +302,35 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
         super().__init__(root, imagenet_root, split, transform, **kw)
         shard_ix, group_ix, offset_ix, keys, labels = [], [], [], [], []
         self.num_failed = 0
-        for s in range(len(self.shard_files)):
-            skeys, status, sizes, classes = self._scan(s)
-            groups = np.repeat(np.arange(len(sizes)), sizes)
-            offsets = np.concatenate([np.arange(n) for n in sizes]) if sizes else groups
-            keep = np.array([st == STATUS_OK or self.include_failed for st in status], bool)
-            self.num_failed += sum(st != STATUS_OK for st in status)
+        for s in range(len(self.shard_files)):   # Arrow/numpy arrays only: no per-row objects
+            t, sizes = self._scan_table(s)
+            ok = pc.equal(t.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
+            keep = np.ones(len(ok), bool) if self.include_failed else ok
+            self.num_failed += int((~ok).sum())
+            groups = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+            offsets = np.arange(len(groups), dtype=np.int32) - \
+                np.repeat(np.cumsum([0] + sizes[:-1]).astype(np.int32), sizes)
             shard_ix.append(np.full(int(keep.sum()), s, np.int32))
-            group_ix.append(groups[keep].astype(np.int32))
-            offset_ix.append(offsets[keep].astype(np.int32))
-            keys.extend(k for k, m in zip(skeys, keep) if m)
-            labels.extend(c for c, m in zip(classes, keep) if m)
-        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int32))
-        self._shard, self._group, self._offset = cat(shard_ix), cat(group_ix), cat(offset_ix)
-        self._keys = np.array([k.encode() for k in keys], dtype=bytes) if keys else \
+            group_ix.append(groups[keep])
+            offset_ix.append(offsets[keep])
+            keys.append(_fixed_width([t.column("key").combine_chunks().filter(pa.array(keep))]))
+            labels.append(t.column("class_index").to_numpy()[keep].astype(np.int16))
+        cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
+        self._shard, self._group = cat(shard_ix, np.int32), cat(group_ix, np.int32)
+        self._offset = cat(offset_ix, np.int32)
+        width = max((k.dtype.itemsize for k in keys), default=1)
+        self._keys = np.concatenate([k.astype(f"S{width}") for k in keys]) if keys else \
             np.zeros(0, "S1")
         #: class index of every sample (timm order; -1 outside ImageNet), without decoding any
-        self.labels = np.asarray(labels, dtype=np.int16)
+        self.labels = cat(labels, np.int16)
         self._close()  # handles opened for indexing are not for the workers
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def shard_of(self) -> np.ndarray:
+        """Shard index of every sample (for ``sampler.ShardWindowSampler``)."""
+        return self._shard
 
     def key(self, index: int) -> str:
         return self._keys[index].decode()

@@ -103,10 +103,23 @@ def encode_shard(records: "Sequence[dict[str, Any]]", *, meta: "dict | None" = N
     kv = {META_KEY: json.dumps({"format_version": FORMAT_VERSION, **(meta or {})}).encode()}
     table = table.replace_schema_metadata(kv)
     buf = io.BytesIO()
-    codecs = {c: ("none" if c in BINARY_COLUMNS else "zstd") for c in table.column_names}
+    # Parquet applies a codec map per leaf column: a top-level name leaves nested leaves
+    # (instances.list.element.*) uncompressed, so the map is keyed by leaf path.
+    codecs = {leaf: ("none" if leaf in BINARY_COLUMNS else "zstd")
+              for f in table.schema for leaf in leaf_paths(f.name, f.type)}
     pq.write_table(table, buf, row_group_size=ROW_GROUP_SIZE, compression=codecs,
                    use_dictionary=["wnid", "status", "reason"], write_statistics=["key"])
     return buf.getvalue(), table
+
+
+def leaf_paths(name: str, typ: pa.DataType) -> "list[str]":
+    """Parquet leaf column paths of one Arrow field (lists as ``name.list.element``)."""
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
+        return leaf_paths(f"{name}.list.element", typ.value_type)
+    if pa.types.is_struct(typ):
+        return [p for i in range(typ.num_fields)
+                for p in leaf_paths(f"{name}.{typ.field(i).name}", typ.field(i).type)]
+    return [name]
 
 
 def write_shard(root: str, split: str, index: int, records: "Sequence[dict[str, Any]]", *,

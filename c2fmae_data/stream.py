@@ -10,6 +10,7 @@ import logging
 import random
 from typing import Callable, Union
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -69,24 +70,37 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
             raise ValueError(f"rank {rank} outside world size {world}")
         return rank, world
 
+    def _order(self) -> np.ndarray:
+        """This epoch's unit order (the same on every rank), computed once per epoch."""
+        if getattr(self, "_order_cache", (None,))[0] != (self.seed, self.epoch, self.shuffle):
+            order = list(range(len(self.units)))
+            if self.shuffle:
+                random.Random(f"units-{self.seed}-{self.epoch}").shuffle(order)
+            self._order_cache = ((self.seed, self.epoch, self.shuffle), np.asarray(order, np.int64))
+        return self._order_cache[1]
+
     def _assignment(self, rank: int, world: int, worker: int, workers: int) -> "list[int]":
-        order = list(range(len(self.units)))
-        if self.shuffle:
-            random.Random(f"units-{self.seed}-{self.epoch}").shuffle(order)
-        return order[rank::world][worker::workers]
+        return self._order()[rank::world][worker::workers].tolist()
+
+    def _counts(self, world: int, workers: int) -> np.ndarray:
+        """Rows kept per (rank, worker), shape (world, workers), in one pass over the units:
+        position p of the epoch order goes to rank p % world, worker (p // world) % workers."""
+        rows = np.fromiter((u[2] for u in self.units), np.int64, len(self.units))[self._order()]
+        pos = np.arange(len(rows))
+        slot = (pos % world) * workers + (pos // world) % workers
+        return np.bincount(slot, weights=rows, minlength=world * workers).astype(np.int64) \
+            .reshape(world, workers)
 
     def _cap(self, rank, world, worker, workers) -> "int | None":
         if not self.even:
             return None
-        return min(sum(self.units[u][2] for u in self._assignment(r, world, worker, workers))
-                   for r in range(world))
+        return int(self._counts(world, workers)[:, worker].min())
 
     def __len__(self) -> int:
         """Samples this rank yields (with ``even``: for one worker; an upper bound otherwise)."""
         rank, world = self._dist()
-        counts = [sum(self.units[u][2] for u in self._assignment(r, world, 0, 1))
-                  for r in range(world)]
-        return min(counts) if self.even else counts[rank]
+        counts = self._counts(world, 1)[:, 0]
+        return int(counts.min() if self.even else counts[rank])
 
     def _rows(self, units: "list[int]"):
         for u in units:

@@ -104,21 +104,28 @@ def type_problems(schema: pa.Schema) -> "list[str]":
     return out
 
 
-def _iter_rows(pf: pq.ParquetFile, columns: "list[str]") -> Iterator["dict[str, Any]"]:
+def _iter_rows(pf: pq.ParquetFile, columns: "list[str]", whole: bool = False
+               ) -> Iterator["dict[str, Any]"]:
+    """Rows as dicts: one row group at a time, or with ``whole`` the shard in one read (quick
+    mode without mask bytes: 16-row reads cost ~2.4x the single read)."""
     have = set(pf.schema_arrow.names)
     cols = [c for c in columns if c in have]
+    if whole:
+        yield from pf.read(columns=cols, use_threads=False).to_pylist()
+        return
     for g in range(pf.num_row_groups):
         yield from pf.read_row_group(g, columns=cols).to_pylist()
 
 
 class _Verifier:
-    def __init__(self, root: str, imagenet_root: "str | None", full: bool):
+    def __init__(self, root: str, imagenet_root: "str | None", full: bool, workers: int = 1):
         self.fs, self.base = open_fs(root)
         self.report = Report(root=str(root), full=full)
         self.imagenet_root = imagenet_root
         self._source_fs = None   # (fs, base) of imagenet_root, opened on first use
         self._top_dirs: dict[str, bool] = {}   # key's first folder -> present under the root
-        self.full = full
+        self.full, self.workers = full, max(1, int(workers))
+        self.first_key = None
         self.key_hashes: list[np.ndarray] = []
         self.key_shard: list[np.ndarray] = []
         self.shard_files: list[str] = []
@@ -157,11 +164,11 @@ class _Verifier:
             entries = s.get("shards") or []
             tot = {k: 0 for k in ("rows", "ok", "failed", "instances", "bytes")}
             prev_last = None
-            for e in entries:
+            for e, res in zip(entries, self.shard_results(split, entries)):
                 listed.append(e["file"])
                 for k in tot:
                     tot[k] += int(e.get(k, 0) or 0)
-                prev_last = self.check_shard(split, e, prev_last)
+                prev_last = self.merge(res, e["file"], prev_last)
             for k, v in tot.items():
                 if k in s and int(s[k]) != v:
                     self.problem(f"manifest split {split}: {k} {s[k]} != {v} summed over shards")
@@ -169,6 +176,40 @@ class _Verifier:
             self.problem(f"{rel}: shard not listed in the manifest (extra shard)")
         self.check_duplicates()
         return self.report
+
+    # ------------------------------------------------------------------ shards in parallel
+    def shard_results(self, split: str, entries: list) -> Iterator["dict[str, Any]"]:
+        """One ``_check_one`` result per entry, in entry order; ``workers`` processes."""
+        args = [(self.report.root, self.imagenet_root, self.full, split, e) for e in entries]
+        if self.workers <= 1 or len(entries) <= 1:
+            yield from (_check_one(*a) for a in args)
+            return
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(min(self.workers, len(entries)), mp_context=ctx) as pool:
+            yield from pool.map(_check_one, *zip(*args))
+
+    def merge(self, res: "dict[str, Any]", rel: str, prev_last: "str | None") -> "str | None":
+        """Add one shard's result to the report, with the one cross-shard check (key order)."""
+        r = self.report
+        # a folder-level problem (e.g. an image root without train/) is found by every shard's
+        # process: list each distinct line once
+        seen = set(r.problems)
+        r.problems += [p for p in res["problems"] if p not in seen]
+        r.warnings += [w for w in res["warnings"] if w not in r.warnings]
+        r.shards, r.rows = r.shards + res["shards"], r.rows + res["rows"]
+        r.checked_images += res["checked_images"]
+        if res["hashes"] is not None:
+            self.key_hashes.append(res["hashes"])
+            self.key_shard.append(np.full(len(res["hashes"]), len(self.shard_files), np.int32))
+            self.shard_files.append(rel)
+        first = res["first"]
+        if first is not None and prev_last is not None and first <= prev_last:
+            self.problem(f"{rel}: {first!r}: first key of the shard is not after the previous "
+                         f"shard's last key {prev_last!r}")
+        return res["last"] if res["last"] is not None else prev_last
 
     # ------------------------------------------------------------------ one shard
     def check_shard(self, split: str, e: "dict[str, Any]", prev_last: "str | None"
@@ -215,7 +256,7 @@ class _Verifier:
         first = last = None
         shard_no = len(self.shard_files)
         self.shard_files.append(rel)
-        for rec in _iter_rows(pf, columns):
+        for rec in _iter_rows(pf, columns, whole=not self.full):
             key = rec.get("key")
             rec.setdefault("image_bytes", None)
             for c in ("instance_png", "semantic_png"):
@@ -231,9 +272,6 @@ class _Verifier:
                 if last is not None and key <= last:
                     probs.append("duplicate key" if key == last else
                                  f"rows not sorted by key (follows {last!r})")
-                elif last is None and prev_last is not None and key <= prev_last:
-                    probs.append(f"first key of the shard is not after the previous shard's "
-                                 f"last key {prev_last!r}")
                 first = key if first is None else first
                 last = key
                 keys_h.append(_key_hash(key))
@@ -250,6 +288,7 @@ class _Verifier:
                 self.problem(f"{rel}: {k} {got!r} != manifest {e[k]!r}")
         self.key_hashes.append(np.asarray(keys_h, np.int64))
         self.key_shard.append(np.full(len(keys_h), shard_no, np.int32))
+        self.first_key = first
         return last if last is not None else prev_last
 
     def check_source(self, rec: "dict[str, Any]") -> "list[str]":
@@ -315,8 +354,26 @@ class _Verifier:
                 self.problem(f"duplicate key {key!r} in {', '.join(sorted(set(rels)))}")
 
 
-def verify(root: str, *, imagenet_root: "str | None" = None, full: bool = False) -> Report:
-    """Check the dataset at ``root``; ``Report.ok`` is True only when nothing is wrong. A missing
-    ``imagenet_root`` raises FileNotFoundError (one line) instead of a problem per row."""
+def _check_one(root: str, imagenet_root: "str | None", full: bool, split: str,
+               e: "dict[str, Any]") -> "dict[str, Any]":
+    """Everything verify learns from one shard alone (run in a worker process)."""
+    v = _Verifier(root, imagenet_root, full)
+    last = v.check_shard(split, e, None)
+    r = v.report
+    return {"problems": r.problems, "warnings": r.warnings, "shards": r.shards, "rows": r.rows,
+            "checked_images": r.checked_images, "first": v.first_key, "last": last,
+            "hashes": v.key_hashes[0] if v.key_hashes else None}
+
+
+def verify(root: str, *, imagenet_root: "str | None" = None, full: bool = False,
+           workers: "int | None" = None) -> Report:
+    """Check the dataset at ``root``; ``Report.ok`` is True only when nothing is wrong.
+    ``workers`` processes check shards in parallel (default: the cores); the report lists
+    problems in shard order whatever the count. A missing ``imagenet_root`` raises
+    FileNotFoundError (one line) instead of a problem per row."""
     check_image_root(imagenet_root, "--imagenet-root")
-    return _Verifier(str(root), imagenet_root, full).run()
+    if workers is None:
+        workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count())
+    n = workers
+    return _Verifier(str(root), imagenet_root, full, n or 1).run()

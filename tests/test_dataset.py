@@ -178,7 +178,7 @@ def test_pickles_without_handles_and_bad_arguments(joined):
     ds = ImageNetMultiGranular(root, images, **SMALL)
     ds[0]                                              # opens a shard and caches a row group
     clone = pickle.loads(pickle.dumps(ds))
-    assert clone._open_shard == (None, None, None) and clone._cached == (None, None)
+    assert not clone._open and clone._cached == (None, None)
     assert clone[7]["key"] == keys[7]
     with pytest.raises(FormatError, match="no split 'val'"):
         ImageNetMultiGranular(root, images, split="val")
