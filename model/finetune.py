@@ -305,10 +305,11 @@ def run_epochs(cfg: dict, model, optimizer, loader, criterion, prepare, device, 
     return stats
 
 
-def cli(argv=None) -> int:
-    """``python -m model.finetune``: exit 2 with one line for what the user must fix."""
+def cli(argv=None, entry=None) -> int:
+    """``python -m model.finetune`` (or ``entry``, e.g. the multi-granular main): exit 2 with one
+    line for what the user must fix."""
     try:
-        main(argv)
+        (entry or main)(argv)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

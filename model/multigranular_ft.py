@@ -35,6 +35,7 @@ from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from timm.layers import trunc_normal_
 
 from model.config import ConfigError, shipped_configs
+from model.finetune import cli as finetune_cli
 from model.finetune import eval_json_path, make_loader, make_optimizer, run_epochs, write_json
 from model.finetune_config import accum_steps, load_finetune_config, scaled_lr
 from model.finetune_model import HEAD_INIT_STD, topk_counts
@@ -261,15 +262,7 @@ def fit(args, cfg: dict, model, to_dev, evaluate, ckpt: str, rank: int, world: i
 
 def cli(argv=None) -> int:
     """``python -m model.multigranular_ft``: exit 2 with one line for what the user must fix."""
-    try:
-        main(argv)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    return 0
+    return finetune_cli(argv, entry=main)
 
 
 if __name__ == "__main__":
