@@ -30,6 +30,7 @@ from .manifest import load_manifest, safe_relpath
 from .shards import join, open_fs
 from .source import ImageSource, SampleError, check_image_root
 from .png_rows import png_size
+from .row_meta import META_COLUMNS, RowMeta
 from .transforms import EvalTransform, JointTransform, TrainTransform
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,26 @@ class MultiGranularBase:
             f = pa.memory_map(path, "r")
         else:
             f = fs.open(path, "rb")
-        self._open[shard] = (f, pq.ParquetFile(f))
-        return self._open[shard][1]
+        pf = pq.ParquetFile(f)
+        try:
+            self._check_unchanged(shard, f.size() if callable(f.size) else f.size, pf)
+        except FormatError:
+            f.close()
+            raise
+        self._open[shard] = (f, pf)
+        return pf
+
+    def _check_unchanged(self, shard: int, nbytes: int, pf: pq.ParquetFile) -> None:
+        """A shard rewritten after the manifest (a relabel in place, a copy still in progress)
+        is refused at open, before any of its rows is read: size and rows must be the
+        manifest's. (One check per file open; ``c2fmae-data verify`` checks the sha256.)"""
+        e = self.shard_entries[shard]
+        for what, have in (("bytes", nbytes), ("rows", pf.metadata.num_rows)):
+            if e.get(what) is not None and have != e[what]:
+                raise FormatError(f"{self.shard_files[shard]} changed since the manifest was "
+                                  f"written: {have} {what}, the manifest says {e[what]} (rerun "
+                                  "`c2fmae-data manifest` if the change is intended, then "
+                                  "`c2fmae-data verify`)")
 
     def _row_group(self, shard: int, group: int):
         """The (cached) table of one row group, only the columns a sample needs."""
@@ -170,12 +189,12 @@ class MultiGranularBase:
         return (t.column("key").to_pylist(), t.column("status").to_pylist(), sizes,
                 t.column("class_index").to_pylist())
 
-    def _scan_table(self, shard: int) -> "tuple[Any, list[int]]":
-        """(key/status/class_index table, row-group sizes) of one shard (the only full-shard
-        read)."""
+    def _scan_table(self, shard: int, extra: "tuple[str, ...]" = ()) -> "tuple[Any, list[int]]":
+        """(key/status/class_index (+ ``extra``) table, row-group sizes) of one shard (the only
+        full-shard read)."""
         pf = self._parquet(shard)
         sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
-        t = pf.read(columns=["key", "status", "class_index"])
+        t = pf.read(columns=["key", "status", "class_index", *extra])
         expected = self.shard_entries[shard].get("rows")
         if expected is not None and t.num_rows != expected:
             raise FormatError(f"{self.shard_files[shard]}: {t.num_rows} rows, the manifest "
@@ -300,10 +319,14 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
     def __init__(self, root, imagenet_root=None, split: str = "train",
                  transform: "Union[str, Callable, None]" = "train", **kw):
         super().__init__(root, imagenet_root, split, transform, **kw)
-        shard_ix, group_ix, offset_ix, keys, labels = [], [], [], [], []
+        # per sample only the PNGs are read: key and the small fields come from the index
+        # (row_meta.py); a shard changed since is refused when it is opened (_check_unchanged)
+        self.columns = ("instance_png", "semantic_png") + self.columns[len(ROW_COLUMNS):] \
+            + (("status", "reason") if self.include_failed else ())
+        shard_ix, group_ix, offset_ix, keys, labels, meta = [], [], [], [], [], []
         self.num_failed = 0
         for s in range(len(self.shard_files)):   # Arrow/numpy arrays only: no per-row objects
-            t, sizes = self._scan_table(s)
+            t, sizes = self._scan_table(s, META_COLUMNS)
             ok = pc.equal(t.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
             keep = np.ones(len(ok), bool) if self.include_failed else ok
             self.num_failed += int((~ok).sum())
@@ -315,6 +338,7 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
             offset_ix.append(offsets[keep])
             keys.append(_fixed_width([t.column("key").combine_chunks().filter(pa.array(keep))]))
             labels.append(t.column("class_index").to_numpy()[keep].astype(np.int16))
+            meta.append(t.select(list(META_COLUMNS)).filter(pa.array(keep)))
         cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
         self._shard, self._group = cat(shard_ix, np.int32), cat(group_ix, np.int32)
         self._offset = cat(offset_ix, np.int32)
@@ -323,6 +347,7 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
             np.zeros(0, "S1")
         #: class index of every sample (timm order; -1 outside ImageNet), without decoding any
         self.labels = cat(labels, np.int16)
+        self._meta = RowMeta(meta)
         self._close()  # handles opened for indexing are not for the workers
 
     def __len__(self) -> int:
@@ -341,9 +366,9 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
     def _get(self, index: int) -> "dict[str, Any]":
         table = self._row_group(int(self._shard[index]), int(self._group[index]))
         row = self.row_at(table, int(self._offset[index]))
-        if row["key"] != self.key(index):
-            raise FormatError(f"{self.shard_files[self._shard[index]]} changed since it was "
-                              f"indexed (expected {self.key(index)!r}, found {row['key']!r})")
+        row.update(self._meta.fields(index), key=self.key(index),
+                   class_index=int(self.labels[index]))
+        row.setdefault("status", STATUS_OK)  # without include_failed only ok rows are indexed
         return self.make_sample(row, self.sample_rng(index))
 
     def __getitem__(self, index: int) -> "dict[str, Any]":
