@@ -76,6 +76,32 @@ def stream(ds):
     return run
 
 
+def inflate_costs(root, runs: int) -> str:
+    """ms per mask to inflate the IDAT streams of every stored PNG: CPython zlib vs zlib-ng (the
+    reason for the zlib-ng dependency, c2fmae_data/png_rows.py)."""
+    import zlib
+
+    import pyarrow.parquet as pq
+    from zlib_ng import zlib_ng
+
+    from c2fmae_data.png_rows import _idat
+
+    streams = [_idat(b) for f in sorted(Path(root).rglob("*.parquet"))
+               for c in pq.read_table(f, columns=["instance_png", "semantic_png"]).columns
+               for b in c.to_pylist() if b]
+    out = {}
+    for name, mod in (("zlib", zlib), ("zlib-ng", zlib_ng)):
+        ts = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            for d in streams:
+                mod.decompressobj().decompress(d)
+            ts.append((time.perf_counter() - t0) / len(streams) * 1e3)
+        out[name] = median(ts)
+    return (f"Mask inflate, {len(streams)} stored PNGs: CPython zlib {out['zlib']:.3f} ms, "
+            f"zlib-ng {out['zlib-ng']:.3f} ms per mask ({out['zlib'] / out['zlib-ng']:.1f}x).")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--imagenet-root", default=str(REPO.parent / "shared/data/imagenet-sample"))
@@ -117,7 +143,7 @@ def main(argv=None):
             f"{n_pixels:.0f} kpixels), labels-only shards joined by key (sha256 checked), masks at "
             f"full resolution, output 224 RGB + 56x56 masks, one process, 1 torch thread, median "
             f"of {args.runs} interleaved passes. Goal: multi-granular <= 1.25x rgb-only.\n\n"
-            + "\n".join(rows))
+            + "\n".join(rows) + "\n\n" + inflate_costs(f"{tmp}/ds", args.runs))
     if args.no_write:
         print(body)
     else:

@@ -163,23 +163,31 @@ def write_json(path: str, obj: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- entry
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m model.finetune",
-                                description=__doc__.split("\n")[0])
+def finetune_parser(prog: str, pretrained_help: str, out_default: str, checkpoint_help: str
+                    ) -> argparse.ArgumentParser:
+    """The options both fine-tuning entry points share (this one and model.multigranular_ft)."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("--config", default="finetune_vitb_400ep",
                    help="YAML path or shipped name (model/configs/): "
                         f"{', '.join(shipped_configs('finetune'))} (default: %(default)s)")
-    p.add_argument("--pretrained", help="encoder .safetensors (model.export) or pretraining "
-                                        "checkpoint (default: none, random initialisation)")
-    p.add_argument("--imagenet-root", help="folder with <train_split>/ and <val_split>/ wnid "
-                                           "dirs (data.imagenet_root; required)")
-    p.add_argument("--output-dir", default="out/finetune",
+    p.add_argument("--pretrained", help=pretrained_help)
+    p.add_argument("--output-dir", default=out_default,
                    help="checkpoint.pth, its _eval.json, log.jsonl (default: %(default)s)")
     p.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint, no training")
-    p.add_argument("--checkpoint", help="fine-tuned checkpoint for --eval-only "
+    p.add_argument("--checkpoint", help=f"{checkpoint_help} for --eval-only "
                                         "(default: OUTPUT_DIR/checkpoint.pth)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set optim.epochs=1 (repeatable)")
+    return p
+
+
+def parse_args(argv=None):
+    p = finetune_parser("python -m model.finetune",
+                        "encoder .safetensors (model.export) or pretraining checkpoint "
+                        "(default: none, random initialisation)", "out/finetune",
+                        "fine-tuned checkpoint")
+    p.add_argument("--imagenet-root", help="folder with <train_split>/ and <val_split>/ wnid "
+                                           "dirs (data.imagenet_root; required)")
     return p.parse_args(argv)
 
 

@@ -34,9 +34,10 @@ import torch
 from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from timm.layers import trunc_normal_
 
-from model.config import ConfigError, shipped_configs
+from model.config import ConfigError
 from model.finetune import cli as finetune_cli
-from model.finetune import eval_json_path, make_loader, make_optimizer, run_epochs, write_json
+from model.finetune import (eval_json_path, finetune_parser, make_loader, make_optimizer,
+                            run_epochs, write_json)
 from model.finetune_config import accum_steps, load_finetune_config, scaled_lr
 from model.finetune_model import HEAD_INIT_STD, topk_counts
 from model.finetune_resume import check_file, resume, start_output
@@ -150,23 +151,13 @@ def make_dataset(args, split: str, train: bool, c, limit):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m model.multigranular_ft",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="finetune_vitb_400ep",
-                   help="YAML path or shipped name (model/configs/): "
-                        f"{', '.join(shipped_configs('finetune'))} (default: %(default)s)")
-    p.add_argument("--pretrained", help="pretraining checkpoint (model.pretrain last.pt); "
-                                        "required unless --eval-only")
+    p = finetune_parser("python -m model.multigranular_ft",
+                        "pretraining checkpoint (model.pretrain last.pt); required unless "
+                        "--eval-only", "out/finetune_mg", "classifier")
+    p.description = __doc__.split("\n")[0]
     p.add_argument("--data", required=True, help="multi-granular dataset root (manifest.json)")
     p.add_argument("--imagenet-root", help="image folder when the dataset does not embed images "
                                            "(default: none)")
-    p.add_argument("--output-dir", default="out/finetune_mg",
-                   help="checkpoint.pth, its _eval.json, log.jsonl (default: %(default)s)")
-    p.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint, no training")
-    p.add_argument("--checkpoint", help="classifier for --eval-only "
-                                        "(default: OUTPUT_DIR/checkpoint.pth)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. --set optim.epochs=1 (repeatable)")
     return p.parse_args(argv)
 
 
