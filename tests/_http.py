@@ -46,27 +46,29 @@ class RangeServer:
                 if p is None:
                     self.send_error(404)
                     return
-                data = p.read_bytes()
-                start, end, status = 0, len(data), 200
+                size = p.stat().st_size
+                start, end, status = 0, size, 200
                 m = _RANGE.match(rng or "")
                 if m and (m[1] or m[2]):
                     if m[1]:
                         start = int(m[1])
-                        end = min(len(data), int(m[2]) + 1) if m[2] else len(data)
+                        end = min(size, int(m[2]) + 1) if m[2] else size
                     else:
-                        start = max(0, len(data) - int(m[2]))
-                    if start >= len(data):
+                        start = max(0, size - int(m[2]))
+                    if start >= size:
                         self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Range", f"bytes */{size}")
                         self.end_headers()
                         return
                     status = 206
-                chunk = data[start:end]
+                with open(p, "rb") as f:
+                    f.seek(start)
+                    chunk = f.read(end - start) if body else b""
                 self.send_response(status)
-                self.send_header("Content-Length", str(len(chunk)))
+                self.send_header("Content-Length", str(end - start))
                 self.send_header("Accept-Ranges", "bytes")
                 if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
                 self.end_headers()
                 if body:   # counted first: a client may return before this thread goes on
                     with server.lock:
