@@ -157,3 +157,35 @@ def rows_digest(keys: "Sequence[str]", status: "Sequence[str]", class_index: "Se
     for k, s, c in zip(keys, status, class_index):
         h.update(f"{k}\t{s}\t{c}\n".encode())
     return h.hexdigest()
+
+
+def index_problems(fs, base: str, ent: "dict[str, Any]", entries: "Sequence[dict[str, Any]]",
+                   digests: "dict[str, str | None]") -> "list[str]":
+    """What ``verify`` finds wrong with a split's index: missing, size or sha256 not as listed,
+    not agreeing with the manifest, or per shard other keys/statuses/class indices/row groups than
+    the shard (``digests``: ``rows_digest`` of each shard's own columns, None when unreadable)."""
+    from .shards import join, sha256_file
+
+    rel, path = ent["file"], join(base, ent["file"])
+    fix = "(rebuild it with `c2fmae-data manifest ROOT`)"
+    if not fs.exists(path):
+        return [f"{rel}: index missing (listed in the manifest) {fix}"]
+    probs = []
+    sha, size = sha256_file(fs, path)
+    if size != int(ent["bytes"]) or sha != ent["sha256"]:
+        probs.append(f"{rel}: {size} bytes, sha256 {sha[:16]}... != manifest {ent['bytes']} "
+                     f"bytes, {str(ent['sha256'])[:16]}... (corrupted or stale) {fix}")
+    try:
+        table, groups = load_index(fs, path, rel, entries)
+        parts = split_by_shard(table, entries, groups, rel)
+    except FormatError as e:
+        return probs + [str(e)]
+    if table.num_rows != int(ent["rows"]):
+        probs.append(f"{rel}: {table.num_rows} rows, the manifest says {ent['rows']}")
+    for e, (part, sizes) in zip(entries, parts):
+        want = digests.get(e["file"])
+        got = rows_digest(*(part.column(c).to_pylist() for c in SCAN_COLUMNS), sizes)
+        if want is not None and got != want:
+            probs.append(f"{rel}: rows of {e['file']} differ from the shard's key, status, "
+                         f"class_index or row groups {fix}")
+    return probs

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .format import COLUMNS, FORMAT_VERSION, SCHEMA, STATUS_OK, FormatError, check_record
-from .index import SCAN_COLUMNS, load_index, rows_digest, split_by_shard
+from .index import SCAN_COLUMNS, index_problems, rows_digest
 from .manifest import MANIFEST, load_manifest
 from .source import check_image_root
 from .shards import (SHARD_DIR, TMP_MARK, join, open_fs, parse_shard_name, sha256_file,
@@ -191,32 +191,8 @@ class _Verifier:
 
     def check_index(self, ent: "dict[str, Any]", entries: list,
                     digests: "dict[str, str | None]") -> None:
-        """The split's index: present, size and sha256 as listed, consistent with the manifest,
-        and per shard the same key/status/class_index/row groups as the shard (``digests``, from
-        the columns the shard check read anyway)."""
-        rel, path = ent["file"], join(self.base, ent["file"])
-        fix = "(rebuild it with `c2fmae-data manifest ROOT`)"
-        if not self.fs.exists(path):
-            self.problem(f"{rel}: index missing (listed in the manifest) {fix}")
-            return
-        sha, size = sha256_file(self.fs, path)
-        if size != int(ent["bytes"]) or sha != ent["sha256"]:
-            self.problem(f"{rel}: {size} bytes, sha256 {sha[:16]}... != manifest {ent['bytes']} "
-                         f"bytes, {str(ent['sha256'])[:16]}... (corrupted or stale) {fix}")
-        try:
-            table, groups = load_index(self.fs, path, rel, entries)
-            parts = split_by_shard(table, entries, groups, rel)
-        except FormatError as e:
-            self.problem(str(e))
-            return
-        if table.num_rows != int(ent["rows"]):
-            self.problem(f"{rel}: {table.num_rows} rows, the manifest says {ent['rows']}")
-        for e, (part, sizes) in zip(entries, parts):
-            want = digests.get(e["file"])
-            got = rows_digest(*(part.column(c).to_pylist() for c in SCAN_COLUMNS), sizes)
-            if want is not None and got != want:
-                self.problem(f"{rel}: rows of {e['file']} differ from the shard's key, status, "
-                             f"class_index or row groups {fix}")
+        for p in index_problems(self.fs, self.base, ent, entries, digests):
+            self.problem(p)
 
     # ------------------------------------------------------------------ shards in parallel
     def shard_results(self, split: str, entries: list) -> Iterator["dict[str, Any]"]:

@@ -15,7 +15,6 @@ import torch
 from _datasets import synthetic_dataset
 from _http import RangeServer
 from c2fmae_data import ImageNetMultiGranular, ImageNetMultiGranularStream
-from c2fmae_data import index as I
 from c2fmae_data.cli import main
 from c2fmae_data.dataset import MultiGranularBase
 from c2fmae_data.format import FormatError
