@@ -88,7 +88,8 @@ def main(argv=None):
             ds = res["map-style, index (1.2, after)"][0][3]
             sample = [measure(srv, lambda i=i: ds[i])[0]
                       for i in (137, 4242, len(ds) - 5)[:a.runs]]
-        lines = [f"{a.shards} shards x 1000 rows ({shard_bytes / 1e6:.0f} MB of shards; index "
+        lines = ["### Opening over HTTP: split index vs shard scan (`bench/http_open.py`)", "",
+                 f"{a.shards} shards x 1000 rows ({shard_bytes / 1e6:.0f} MB of shards; index "
                  f"{index_bytes / 1e3:.0f} KB), served over HTTP from 127.0.0.1; median of "
                  f"{a.runs} opens.", "",
                  "| open | bytes served | % of shard bytes | requests | seconds |",
