@@ -3,8 +3,9 @@
 A sample is ``{"rgb": float32 3xSxS, "instance": int64 MxM, "semantic": int64 MxM, "label": int,
 "key": str}`` with M = S / stride (56 at the defaults). See docs/LOADER.md.
 
-Design: at construction the dataset reads only the ``key`` and ``status`` columns of each shard of
-the split and keeps a small per-row index (shard, row group, offset, key as fixed-width bytes).
+Design: at construction the dataset reads the split's index file ``index/<split>.parquet`` (format
+1.2; older datasets: the ``key`` and ``status`` columns of each shard) and keeps a small per-row
+index (shard, row group, offset, key as fixed-width bytes).
 Row groups are read lazily and one is cached per process; no file handle survives pickling and
 a handle opened in another process (after a fork) is never reused, so ``DataLoader(num_workers>0)``
 and ``DistributedSampler`` just work. The streaming variant is in ``stream.py``.
@@ -26,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .format import STATUS_OK, FormatError, decode_instance_png, decode_semantic_png
+from .index import SCAN_COLUMNS, load_index, split_by_shard
 from .manifest import load_manifest, safe_relpath
 from .shards import join, open_fs
 from .source import ImageSource, SampleError, check_image_root
@@ -87,7 +89,8 @@ class MultiGranularBase:
     def __init__(self, root, imagenet_root=None, split: str = "train",
                  transform: "Union[str, Callable, None]" = "train", *, size: int = 224,
                  stride: int = 4, max_instances: int = 32, include_failed: bool = False,
-                 on_error: str = "raise", verify_hash: bool = True, footer_cache: int = 8):
+                 on_error: str = "raise", verify_hash: bool = True, footer_cache: int = 8,
+                 use_index: bool = True):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.root, self.split = str(root), split
@@ -102,6 +105,8 @@ class MultiGranularBase:
         self.shard_entries = splits[split]["shards"]
         self.shard_files = [safe_relpath(e["file"]) for e in self.shard_entries]
         self.columns = ROW_COLUMNS + (("image_bytes",) if self.source.uses_image_bytes else ())
+        #: the manifest entry of the split's index (format 1.2) when it is used to open
+        self.index_entry = splits[split].get("index") if use_index else None
         self._errors = ErrorCounter()
         self._fs = self._base = None
         self._pid = None
@@ -183,18 +188,29 @@ class MultiGranularBase:
             self._cached = ((shard, group), table)
         return self._cached[1]
 
+    def _shard_tables(self) -> "list[tuple[Any, list[int]]]":
+        """Per shard: (key/status/class_index table, row-group sizes). From the split's index when
+        the manifest lists one (one small read, no shard touched; its sha256 is checked by
+        ``verify``, not here), else by scanning every shard."""
+        if self.index_entry is None:
+            return [self._scan_table(s) for s in range(len(self.shard_files))]
+        fs = self._filesystem()
+        rel = safe_relpath(self.index_entry["file"])
+        table, groups = load_index(fs, join(self._base, rel), rel, self.shard_entries)
+        return split_by_shard(table, self.shard_entries, groups, rel)
+
     def _scan(self, shard: int) -> "tuple[list[str], list[str], list[int], list[int]]":
         """keys, statuses, row-group sizes and class indices of one shard as lists."""
         t, sizes = self._scan_table(shard)
         return (t.column("key").to_pylist(), t.column("status").to_pylist(), sizes,
                 t.column("class_index").to_pylist())
 
-    def _scan_table(self, shard: int, extra: "tuple[str, ...]" = ()) -> "tuple[Any, list[int]]":
-        """(key/status/class_index (+ ``extra``) table, row-group sizes) of one shard (the only
-        full-shard read)."""
+    def _scan_table(self, shard: int) -> "tuple[Any, list[int]]":
+        """(the index columns ``index.SCAN_COLUMNS`` of one shard, row-group sizes): the only
+        full-shard read, for a dataset without an index file."""
         pf = self._parquet(shard)
         sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
-        t = pf.read(columns=["key", "status", "class_index", *extra])
+        t = pf.read(columns=SCAN_COLUMNS)
         expected = self.shard_entries[shard].get("rows")
         if expected is not None and t.num_rows != expected:
             raise FormatError(f"{self.shard_files[shard]}: {t.num_rows} rows, the manifest "
@@ -314,6 +330,8 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
         on_error: ``"raise"`` a SampleError naming the key, or ``"skip"`` to substitute the next
             row and count it in ``errors``.
         verify_hash: check each source image's size and sha256 against the row.
+        use_index: open from the split's index file when the manifest lists one (format 1.2:
+            one small read, no shard touched); False scans every shard's key/status columns.
     """
 
     def __init__(self, root, imagenet_root=None, split: str = "train",
@@ -325,8 +343,7 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
             + (("status", "reason") if self.include_failed else ())
         shard_ix, group_ix, offset_ix, keys, labels, meta = [], [], [], [], [], []
         self.num_failed = 0
-        for s in range(len(self.shard_files)):   # Arrow/numpy arrays only: no per-row objects
-            t, sizes = self._scan_table(s, META_COLUMNS)
+        for s, (t, sizes) in enumerate(self._shard_tables()):   # Arrow/numpy only: no per-row
             ok = pc.equal(t.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
             keep = np.ones(len(ok), bool) if self.include_failed else ok
             self.num_failed += int((~ok).sum())

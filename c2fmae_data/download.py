@@ -199,6 +199,8 @@ def download(url: str, dest: str, *, workers: int = 4, retries: int = 5, backoff
     if split is not None and split not in m["splits"]:
         raise KeyError(f"split {split!r} not in {url} (has {sorted(m['splits'])})")
     entries = [e for sp, s in m["splits"].items() if split in (None, sp) for e in s["shards"]]
+    entries += [s["index"] for sp, s in m["splits"].items()   # format 1.2: fetched like a shard
+                if split in (None, sp) and s.get("index")]
     os.makedirs(dest, exist_ok=True)
     bar = None
     if progress:

@@ -1,4 +1,4 @@
-"""The multi-granular shard format, version 1 (see docs/FORMAT.md).
+"""The multi-granular shard format, version 1 (minor 2: the per-split index; docs/FORMAT.md).
 
 One Parquet row per image. This module holds the schema, the PNG mask codecs and the record
 check that every writer and ``verify`` share. It imports neither torch nor anything heavy, so
@@ -17,7 +17,7 @@ import pyarrow as pa
 from .categories import NUM_IMAGENET_CLASSES, NUM_SEMANTIC_CLASSES, SEMANTIC_IGNORE
 
 FORMAT_NAME = "c2fmae-multigranular"
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 #: instance ids in the stored maps are 0 (background) .. MAX_STORED_INSTANCES

@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 
 from .categories import COCO_PANOPTIC_IDS, COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE, imagenet_wnids
 from .format import FORMAT_NAME, FORMAT_VERSION, STATUS_OK, FormatError, safe_relpath
+from .index import (INDEX_DIR, SCAN_COLUMNS, index_entry, index_name, load_index, read_shard_rows,
+                    shard_rows, split_by_shard)
 from .shards import ShardInfo, join, list_shards, open_fs, parse_shard_name, sha256_file, shard_meta
 
 MANIFEST = "manifest.json"
@@ -34,14 +36,55 @@ def _shard_info(fs, base: str, rel: str) -> ShardInfo:
     path = join(base, rel)
     sha, size = sha256_file(fs, path)
     with fs.open(path, "rb") as f:
-        t = pq.read_table(f, columns=["key", "status", "num_instances"])
+        pf = pq.ParquetFile(f)
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+        t = pf.read(columns=list(dict.fromkeys(SCAN_COLUMNS + ["num_instances"])))
     keys = t.column("key").to_pylist()
     status = t.column("status").to_pylist()
     ok = sum(s == STATUS_OK for s in status)
     return ShardInfo(file=rel, rows=t.num_rows, bytes=size, sha256=sha,
                      first_key=keys[0] if keys else "", last_key=keys[-1] if keys else "",
                      ok=ok, failed=len(status) - ok,
-                     instances=int(sum(n or 0 for n in t.column("num_instances").to_pylist())))
+                     instances=int(sum(n or 0 for n in t.column("num_instances").to_pylist())),
+                     index=shard_rows(rel, t.select(SCAN_COLUMNS), sizes))
+
+
+def _previous_rows(fs, base: str) -> "dict[str, tuple[str, Any]]":
+    """{shard file: (sha256, index rows)} from the index the current manifest lists, so that a
+    rebuild reads no shard whose hash is unchanged; {} when there is none or it is unusable."""
+    out: dict[str, tuple[str, Any]] = {}
+    try:
+        with fs.open(join(base, MANIFEST), "r") as f:
+            m = json.load(f)
+        for split, s in m["splits"].items():
+            ent = s.get("index")
+            if not ent:
+                continue
+            rel = safe_relpath(ent["file"])
+            table, groups = load_index(fs, join(base, rel), rel, s["shards"])
+            for e, (part, sizes) in zip(s["shards"], split_by_shard(table, s["shards"], groups,
+                                                                     rel)):
+                out[e["file"]] = (e["sha256"], shard_rows(e["file"], part, sizes))
+    except Exception:  # noqa: BLE001 - derived data: anything odd means rebuild from the shards
+        return {}
+    return out
+
+
+def _index_rows(fs, base: str, info: ShardInfo, previous: "dict[str, tuple[str, Any]]"):
+    """The index rows of one shard: from the writer, else the previous index, else the file."""
+    if info.index is not None and info.index.num_rows == info.rows:
+        return info.index
+    sha, rows = previous.get(info.file, (None, None))
+    if sha == info.sha256 and rows.num_rows == info.rows:
+        return rows
+    return read_shard_rows(fs, join(base, info.file), info.file)
+
+
+def write_bytes_atomic(fs, path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
 
 
 def build_manifest(root: str, *, provenance: "dict[str, Any] | None" = None,
@@ -53,6 +96,8 @@ def build_manifest(root: str, *, provenance: "dict[str, Any] | None" = None,
     known_by_file = {k.file: k for k in (known or [])}
     splits: dict[str, dict[str, Any]] = {}
     first_meta: dict[str, Any] = {}
+    previous = _previous_rows(fs, base)
+    parts: dict[str, list] = {}
     for rel in list_shards(root):
         split, _ = parse_shard_name(rel)
         info = known_by_file.get(rel)
@@ -63,8 +108,13 @@ def build_manifest(root: str, *, provenance: "dict[str, Any] | None" = None,
         s = splits.setdefault(split, {"rows": 0, "ok": 0, "failed": 0, "instances": 0,
                                       "bytes": 0, "shards": []})
         s["shards"].append(info.to_json())
+        parts.setdefault(split, []).append(_index_rows(fs, base, info, previous))
         for k in ("rows", "ok", "failed", "instances", "bytes"):
             s[k] += getattr(info, k)
+    index_data = {}
+    for split, s in splits.items():   # format 1.2: the split's index, listed with its hash
+        s["index"], index_data[split] = index_entry(split, parts[split],
+                                                    [e["file"] for e in s["shards"]])
     if provenance is None:
         provenance = first_meta.get("provenance", {})
     if self_contained is None:
@@ -86,6 +136,10 @@ def build_manifest(root: str, *, provenance: "dict[str, Any] | None" = None,
         "provenance": provenance,
     }
     if write:
+        if index_data:
+            fs.makedirs(join(base, INDEX_DIR), exist_ok=True)
+        for split, data in index_data.items():   # before the manifest that lists them
+            write_bytes_atomic(fs, join(base, splits[split]["index"]["file"]), data)
         write_json_atomic(fs, join(base, MANIFEST), manifest)
         from .card import write_card
 
@@ -127,7 +181,17 @@ def manifest_problems(m: Any) -> "list[str]":
             parsed = parse_shard_name(e["file"])
             if not parsed or parsed[0] != split or not e["file"].startswith("shards/"):
                 probs.append(f"shard {e['file']} is not named shards/{split}-NNNNN.parquet")
+        probs += _index_entry_problems(split, s.get("index") if isinstance(s, dict) else None)
     return probs
+
+
+def _index_entry_problems(split: str, ent: Any) -> "list[str]":
+    """Problems of a split's ``index`` entry (format 1.2; absent in older datasets)."""
+    if ent is None:
+        return []
+    if not isinstance(ent, dict) or ent.get("file") != index_name(split):
+        return [f"split {split}: index entry {ent!r} is not {{'file': '{index_name(split)}', ...}}"]
+    return [f"index {ent['file']} lacks {k!r}" for k in ("rows", "bytes", "sha256") if k not in ent]
 
 
 def load_manifest(root: str) -> "dict[str, Any]":

@@ -12,13 +12,14 @@ import json
 import os
 import re
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .format import FORMAT_VERSION, STATUS_OK, FormatError, check_record, records_to_table
+from .index import SCAN_COLUMNS, shard_rows
 
 SHARD_DIR = "shards"
 SHARD_RE = re.compile(r"^(?P<split>[a-z0-9_]+)-(?P<index>\d{5})\.parquet$")
@@ -67,9 +68,11 @@ class ShardInfo:
     ok: int
     failed: int
     instances: int
+    #: the shard's index rows (``index.shard_rows``) when the writer knows them; never in JSON
+    index: Any = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> "dict[str, Any]":
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "index"}
 
 
 def sha256_local(path: str) -> str:
@@ -136,13 +139,17 @@ def write_shard(root: str, split: str, index: int, records: "Sequence[dict[str, 
         f.write(data)
     fs.mv(tmp, final)
     status = table.column("status").to_pylist()
+    md = pq.ParquetFile(pa.BufferReader(data)).metadata
+    rows = shard_rows(rel, table.select(SCAN_COLUMNS),
+                      [md.row_group(g).num_rows for g in range(md.num_row_groups)])
     return ShardInfo(file=rel, rows=table.num_rows, bytes=len(data),
                      sha256=hashlib.sha256(data).hexdigest(),
                      first_key=table.column("key")[0].as_py() if table.num_rows else "",
                      last_key=table.column("key")[-1].as_py() if table.num_rows else "",
                      ok=sum(s == STATUS_OK for s in status),
                      failed=sum(s != STATUS_OK for s in status),
-                     instances=int(pa.compute.sum(table.column("num_instances")).as_py() or 0))
+                     instances=int(pa.compute.sum(table.column("num_instances")).as_py() or 0),
+                     index=rows)
 
 
 def shard_meta(fs, path: str) -> "dict[str, Any]":

@@ -46,8 +46,8 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.units: "list[tuple[int, int, int]]" = []  # (shard, row group, rows kept)
         self.num_failed = 0
-        for s in range(len(self.shard_files)):
-            _, status, sizes, _ = self._scan(s)
+        for s, (t, sizes) in enumerate(self._shard_tables()):
+            status = t.column("status").to_pylist()
             start = 0
             for g, n in enumerate(sizes):
                 ok = sum(st == STATUS_OK for st in status[start:start + n])

@@ -7,7 +7,9 @@ Two depths (``docs/FORMAT.md`` section "Verification"):
   first/last key and ok/failed counts against the manifest; extra shards; stray temporary files
   (warnings); keys sorted within a shard and across the shards of a split, unique across the whole
   dataset; every row's metadata (``check_record(decode=False)``: status, class index, sizes, hash
-  field, instance metadata ids and categories).
+  field, instance metadata ids and categories); the split's index (format 1.2): present, size and
+  sha256 as listed, consistent with the manifest, and per shard the same key/status/class_index
+  and row groups as the columns just read (a split without one is a warning).
 * ``full``: additionally decodes every mask (``check_record(decode=True)``): size equals
   width x height, semantic ids in 0..132 or 255, instance ids and areas agree with the metadata;
   and for self-contained sets the sha256 of ``image_bytes``.
@@ -28,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .format import COLUMNS, FORMAT_VERSION, SCHEMA, STATUS_OK, FormatError, check_record
+from .index import SCAN_COLUMNS, index_problems, rows_digest
 from .manifest import MANIFEST, load_manifest
 from .source import check_image_root
 from .shards import (SHARD_DIR, TMP_MARK, join, open_fs, parse_shard_name, sha256_file,
@@ -129,6 +132,7 @@ class _Verifier:
         self.key_hashes: list[np.ndarray] = []
         self.key_shard: list[np.ndarray] = []
         self.shard_files: list[str] = []
+        self.digest = None   # of the last shard's index rows (``index.rows_digest``)
 
     def problem(self, msg: str) -> None:
         self.report.problems.append(msg)
@@ -164,18 +168,31 @@ class _Verifier:
             entries = s.get("shards") or []
             tot = {k: 0 for k in ("rows", "ok", "failed", "instances", "bytes")}
             prev_last = None
+            digests: dict[str, "str | None"] = {}
             for e, res in zip(entries, self.shard_results(split, entries)):
                 listed.append(e["file"])
+                digests[e["file"]] = res["digest"]
                 for k in tot:
                     tot[k] += int(e.get(k, 0) or 0)
                 prev_last = self.merge(res, e["file"], prev_last)
             for k, v in tot.items():
                 if k in s and int(s[k]) != v:
                     self.problem(f"manifest split {split}: {k} {s[k]} != {v} summed over shards")
+            if s.get("index"):
+                self.check_index(s["index"], entries, digests)
+            else:
+                self.report.warnings.append(
+                    f"split {split}: no index (a dataset older than format 1.2): loaders scan "
+                    f"every shard at open; `c2fmae-data manifest ROOT` writes one")
         for rel in sorted(present - set(listed)):
             self.problem(f"{rel}: shard not listed in the manifest (extra shard)")
         self.check_duplicates()
         return self.report
+
+    def check_index(self, ent: "dict[str, Any]", entries: list,
+                    digests: "dict[str, str | None]") -> None:
+        for p in index_problems(self.fs, self.base, ent, entries, digests):
+            self.problem(p)
 
     # ------------------------------------------------------------------ shards in parallel
     def shard_results(self, split: str, entries: list) -> Iterator["dict[str, Any]"]:
@@ -253,6 +270,7 @@ class _Verifier:
         if self.imagenet_root is None and not self.full:
             columns = [c for c in columns if c != "image_bytes"]
         n_probs, n_ok, keys_h = 0, 0, []
+        seen: "list[list]" = [[] for _ in SCAN_COLUMNS]   # what the index says of the rows
         first = last = None
         shard_no = len(self.shard_files)
         self.shard_files.append(rel)
@@ -276,6 +294,8 @@ class _Verifier:
                 last = key
                 keys_h.append(_key_hash(key))
             n_ok += rec.get("status") == STATUS_OK
+            for lst, c in zip(seen, SCAN_COLUMNS):
+                lst.append(rec.get(c))
             for p in probs:
                 n_probs += 1
                 if n_probs <= MAX_PER_SHARD:
@@ -289,6 +309,9 @@ class _Verifier:
         self.key_hashes.append(np.asarray(keys_h, np.int64))
         self.key_shard.append(np.full(len(keys_h), shard_no, np.int32))
         self.first_key = first
+        md = pf.metadata
+        self.digest = rows_digest(seen, [md.row_group(g).num_rows
+                                          for g in range(md.num_row_groups)])
         return last if last is not None else prev_last
 
     def check_source(self, rec: "dict[str, Any]") -> "list[str]":
@@ -362,7 +385,7 @@ def _check_one(root: str, imagenet_root: "str | None", full: bool, split: str,
     r = v.report
     return {"problems": r.problems, "warnings": r.warnings, "shards": r.shards, "rows": r.rows,
             "checked_images": r.checked_images, "first": v.first_key, "last": last,
-            "hashes": v.key_hashes[0] if v.key_hashes else None}
+            "hashes": v.key_hashes[0] if v.key_hashes else None, "digest": v.digest}
 
 
 def verify(root: str, *, imagenet_root: "str | None" = None, full: bool = False,

@@ -87,13 +87,14 @@ def test_download_then_skip_present(served, tmp_path):
     srv, src = served
     dest = tmp_path / "dest"
     s = D.download(srv.url, str(dest), progress=False)
-    assert sorted(s.downloaded) == ["shards/train-00000.parquet", "shards/train-00001.parquet",
+    assert sorted(s.downloaded) == ["index/train.parquet", "index/val.parquet",  # format 1.2
+                                    "shards/train-00000.parquet", "shards/train-00001.parquet",
                                     "shards/val-00000.parquet"]
     same_files(src, dest)
     assert not [p for p in (dest / "shards").iterdir() if p.name.endswith(".part")]
     assert verify(str(dest), full=True).ok
     s = D.download(srv.url, str(dest), progress=False)
-    assert len(s.skipped) == 3 and not s.downloaded
+    assert len(s.skipped) == 5 and not s.downloaded
 
 
 def test_interrupted_transfer_resumes_with_range(served, tmp_path):
@@ -177,4 +178,4 @@ def test_file_url_through_fsspec_and_cli(tmp_path, capsys):
     assert hashlib.sha256((dest / "manifest.json").read_bytes()).digest() == \
         hashlib.sha256((src / "manifest.json").read_bytes()).digest()
     assert not part.exists() and verify(str(dest)).ok
-    assert sorted(os.listdir(dest)) == ["README.md", "manifest.json", "shards"]   # + the card
+    assert sorted(os.listdir(dest)) == ["README.md", "index", "manifest.json", "shards"]  # + card

@@ -32,9 +32,11 @@ def test_fields_equal_the_stored_rows_with_nulls_and_odd_digests():
     assert len(RowMeta([])) == 0 and RowMeta([]).digest.shape == (0, 32)
 
 
-def test_dataset_rows_match_the_shards(tmp_path):
+@pytest.mark.parametrize("use_index", [True, False])   # the index file (1.2) or the scan
+def test_dataset_rows_match_the_shards(tmp_path, use_index):
     synthetic_dataset(tmp_path, n=20, shards=3)
-    ds = ImageNetMultiGranular(tmp_path, transform=None)
+    ds = ImageNetMultiGranular(tmp_path, transform=None, use_index=use_index)
+    assert (ds.index_entry is not None) == use_index
     stored = {}
     for f in sorted((tmp_path / "shards").rglob("*.parquet")):
         for r in pq.read_table(f, columns=["key", *META_COLUMNS]).to_pylist():
