@@ -9,7 +9,8 @@ Each optimizer step sees ``total_batch`` images: ``batch_per_gpu`` per process p
 The lr (warmup + cosine) and the masking curriculum (``progress = global_step / total_steps``)
 are pure functions of the optimizer step, so a resumed run recomputes them exactly. Resume also
 restores the sampler position inside the epoch and every RNG; see docs/PRETRAIN.md for what is
-exact with data-loading workers.
+exact with data-loading workers. Data: the map-style dataset through a shard-window or global
+shuffle (``data.shard_window``), or the stream (``data.loader: stream``) in trainer mode.
 """
 from __future__ import annotations
 

@@ -136,3 +136,13 @@ def test_shard_window_steps_per_epoch_do_not_depend_on_the_epoch(tmp_path):
             lens.add(len(idx))
             assert set(idx) <= set(range(15)) and s.epoch_indices()[0] == idx[0]
     assert lens == {7}                                          # 15 // 2, every epoch and rank
+
+
+def test_stream_trains_from_an_fsspec_url(tmp_path):
+    """An object-store root (here fsspec's in-memory filesystem, as s3:// would be) streams."""
+    root = "memory://c2fmae-test/pretrain-stream"
+    synthetic_dataset(root, n=8, shards=2, size=(32, 32))
+    cfg = tiny_config(root, "data.loader=stream", steps=3, batch=2, total=2)
+    train(cfg, str(tmp_path / "out"), resume=None)
+    recs = read_log(tmp_path / "out")
+    assert sorted(recs) == [1, 2, 3] and recs[3]["epoch"] == 0   # 8 rows / batch 2: 4 steps
