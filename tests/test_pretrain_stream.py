@@ -146,3 +146,17 @@ def test_stream_trains_from_an_fsspec_url(tmp_path):
     train(cfg, str(tmp_path / "out"), resume=None)
     recs = read_log(tmp_path / "out")
     assert sorted(recs) == [1, 2, 3] and recs[3]["epoch"] == 0   # 8 rows / batch 2: 4 steps
+
+
+def test_stream_with_skipped_samples_keeps_the_batch_count(tmp_path):
+    """on_error=skip drops a failing sample; the reader takes more rows (starting over if need
+    be), so the epoch still has its fixed number of full batches."""
+    images = tmp_path / "imgs"
+    keys = synthetic_dataset(tmp_path / "ds", n=12, shards=2, size=(32, 32), image_root=images)
+    for k in keys[:3]:
+        (images / k).unlink()                                   # 3 of one worker's 6 rows fail
+    cfg = tiny_config(str(tmp_path / "ds"), "data.num_workers=2", "data.loader=stream")
+    ds = ImageNetMultiGranularStream(tmp_path / "ds", images, size=32, on_error="skip")
+    got = _batches(ds, cfg, 0, 0)
+    assert len(got) == 6 and all(len(b) == 2 for b in got)      # 12 // (2 x 2) per worker
+    assert not {k for b in got for k in b} & set(keys[:3]) and ds.errors >= 3
