@@ -12,7 +12,10 @@ one or two ImageNet classes each, so a window of w shards mixes about w classes:
 large enough for the batch statistics you need (docs/LOADER.md).
 
 Resumable like the trainer's sampler: ``set_epoch(e)``, ``set_start(n)`` skips this rank's first
-``n`` indices of the epoch.
+``n`` indices of the epoch. ``fixed_length=True`` makes every rank yield exactly
+``len(dataset) // num_replicas`` indices in every epoch (a rank whose shards hold fewer rows starts
+its order over, one with more leaves its last rows to other epochs), so that the number of steps
+per epoch does not depend on how the epoch's shard split fell (the trainer uses it).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ class ShardWindowSampler(Sampler):
     """Indices of ``dataset`` (an ``ImageNetMultiGranular``; only ``shard_of()`` is used)."""
 
     def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0,
-                 window: int = 32, drop_last: bool = True):
+                 window: int = 32, drop_last: bool = True, fixed_length: bool = False):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside world size {num_replicas}")
         if window < 1:
@@ -34,6 +37,7 @@ class ShardWindowSampler(Sampler):
         shard = np.asarray(dataset.shard_of(), np.int64)
         self.world, self.rank, self.seed, self.window = num_replicas, rank, seed, window
         self.drop_last, self.epoch, self.start = drop_last, 0, 0
+        self.fixed = len(shard) // num_replicas if fixed_length else None
         order = np.argsort(shard, kind="stable")
         bounds = np.searchsorted(shard[order], np.arange(shard.max() + 2 if len(shard) else 1))
         #: indices of each shard, in index order
@@ -53,6 +57,8 @@ class ShardWindowSampler(Sampler):
         return int(sum(len(self.by_shard[s]) for s in self._shards(rank)))
 
     def num_samples(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
         counts = [self._count(r) for r in range(self.world)]
         return min(counts) if self.drop_last else counts[self.rank]
 
@@ -65,6 +71,8 @@ class ShardWindowSampler(Sampler):
             rows = np.concatenate([self.by_shard[s] for s in shards[w:w + self.window]])
             parts.append(rows[rng.permutation(len(rows))])
         out = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        if self.fixed is not None and 0 < len(out) < self.fixed:
+            out = np.resize(out, self.fixed)           # starts this rank's order over
         return out[:self.num_samples()]
 
     def __iter__(self) -> Iterator[int]:

@@ -35,6 +35,10 @@ DEFAULTS: "dict[str, Any]" = {
         "num_workers": 8,
         "pin_memory": True,
         "on_error": "raise",         # raise | skip (substitute the next sample, counted)
+        "loader": "map",             # map (random access) | stream (row groups in order, for
+                                     # object stores such as s3://; docs/PRETRAIN.md)
+        "shard_window": 32,          # map: shuffle within windows of this many shards (needs
+                                     # >= 2 x world shards); 0 = one global shuffle
     },
     "optim": {
         "epochs": 400,
@@ -220,6 +224,11 @@ def check(cfg: dict) -> None:
     if not isinstance(t["log_every_steps"], int) or t["log_every_steps"] <= 0:
         raise ConfigError(f"train.log_every_steps must be a positive integer, got "
                           f"{t['log_every_steps']!r}")
+    if d["loader"] not in ("map", "stream"):
+        raise ConfigError(f"data.loader {d['loader']!r} is not map|stream")
+    w = d["shard_window"]
+    if not isinstance(w, int) or isinstance(w, bool) or w < 0:
+        raise ConfigError(f"data.shard_window must be an integer >= 0, got {w!r}")
     if d["img_size"] % 16 or d["img_size"] % d["mask_stride"]:
         raise ConfigError(f"data.img_size {d['img_size']} must be a multiple of the patch size "
                           f"16 and of data.mask_stride {d['mask_stride']}")

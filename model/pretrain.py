@@ -9,7 +9,8 @@ Each optimizer step sees ``total_batch`` images: ``batch_per_gpu`` per process p
 The lr (warmup + cosine) and the masking curriculum (``progress = global_step / total_steps``)
 are pure functions of the optimizer step, so a resumed run recomputes them exactly. Resume also
 restores the sampler position inside the epoch and every RNG; see docs/PRETRAIN.md for what is
-exact with data-loading workers.
+exact with data-loading workers. Data: the map-style dataset through a shard-window or global
+shuffle (``data.shard_window``), or the stream (``data.loader: stream``) in trainer mode.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import IterableDataset
 
 from c2fmae_data.source import SampleError
 
@@ -28,7 +30,7 @@ from .config import ConfigError, derive, dump_yaml, load_config
 from .optim import build_optimizer
 from .pretrain_engine import NonFiniteLossError, Run, Schedule, train_one_epoch
 from .pretrain_hooks import Hooks, build_probe_sets, dataset_for_panels  # noqa: F401
-from .pretrain_utils import (Logger, ResumableSampler, autocast_ctx, build_dataset,
+from .pretrain_utils import (Logger, autocast_ctx, build_dataset, build_sampler,
                              check_replicas, init_distributed, make_loader, param_digest)
 
 __all__ = ["train", "main", "build_dataset", "build_run", "NonFiniteLossError", "param_digest"]
@@ -61,6 +63,22 @@ def make_schedule(cfg: dict, samples_per_rank: int, accum: int, peak_lr: float) 
                     accum=accum, peak_lr=peak_lr, min_lr=o["min_lr"])
 
 
+def stream_samples_per_rank(cfg: dict, dataset, rank: int, world: int) -> int:
+    """Samples per epoch of one rank of a streaming dataset in trainer mode: every (rank, worker)
+    reader yields the same whole number of batches in every epoch."""
+    if not hasattr(dataset, "batches_per_reader"):
+        raise ConfigError(f"{type(dataset).__name__}: an IterableDataset without "
+                          "set_batching / batches_per_reader cannot resume exactly")
+    if dataset.rank is None or dataset.world_size is None:
+        dataset.rank, dataset.world_size = rank, world
+    b, workers = cfg["optim"]["batch_per_gpu"], max(1, cfg["data"]["num_workers"])
+    if len(dataset.units) < world * workers:
+        raise ConfigError(f"data.loader=stream: {len(dataset.units)} row groups for {world} "
+                          f"process(es) x {workers} worker(s); every reader needs at least one "
+                          "(fewer --num-workers, or data.loader=map)")
+    return dataset.batches_per_reader(b, world, workers) * workers * b
+
+
 def build_run(cfg: dict, output_dir: str, resume: "str | None", dataset=None,
               device: str = "auto") -> Run:
     """Model, optimizer, scaler, sampler and schedule; restored from a checkpoint when
@@ -77,8 +95,12 @@ def build_run(cfg: dict, output_dir: str, resume: "str | None", dataset=None,
     scaler = torch.amp.GradScaler(dev.type, enabled=fp16)
 
     dataset = dataset if dataset is not None else build_dataset(cfg, train=True)
-    sampler = ResumableSampler(dataset, world, rank, seed)
-    sched = make_schedule(cfg, len(sampler), derived["accum_steps"], derived["lr"])
+    if isinstance(dataset, IterableDataset):
+        sampler, per_rank = None, stream_samples_per_rank(cfg, dataset, rank, world)
+    else:
+        sampler = build_sampler(cfg, dataset, world, rank)
+        per_rank = len(sampler)
+    sched = make_schedule(cfg, per_rank, derived["accum_steps"], derived["lr"])
     run = Run(cfg=cfg, output_dir=output_dir, model=model, ddp=model, optimizer=optimizer,
               scaler=scaler, autocast=autocast, fp16=fp16, device=dev, rank=rank, world=world,
               derived=derived, sched=sched, dataset=dataset, sampler=sampler,
@@ -148,10 +170,15 @@ def start_output(run: Run) -> None:
 
 def epoch_loader(run: Run, epoch: int):
     """This rank's loader for ``epoch``, starting after the micro-batches already done."""
-    run.sampler.set_epoch(epoch)
+    done, b = run.state["step_in_epoch"], run.cfg["optim"]["batch_per_gpu"]
     if hasattr(run.dataset, "set_augment_seed"):  # crops/flips from (seed, epoch, sample index)
         run.dataset.set_augment_seed(run.cfg["train"]["seed"], epoch)
-    run.sampler.set_start(run.state["step_in_epoch"] * run.cfg["optim"]["batch_per_gpu"])
+    if run.sampler is None:                       # a stream: it skips the batches done itself
+        run.dataset.set_epoch(epoch)
+        run.dataset.set_batching(b, start=done)
+    else:
+        run.sampler.set_epoch(epoch)
+        run.sampler.set_start(done * b)
     pin = run.device.type == "cuda" and run.cfg["data"]["pin_memory"]
     return make_loader(run.dataset, run.sampler, run.cfg, epoch, run.rank, pin)
 

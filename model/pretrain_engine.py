@@ -72,7 +72,7 @@ class Run:
     derived: dict
     sched: Schedule
     dataset: Any
-    sampler: Any
+    sampler: Any                  # None for a stream (an IterableDataset orders itself)
     state: dict                   # epoch, step_in_epoch (micro-batches), global_step
     logger: "Logger | None" = None
 

@@ -32,9 +32,11 @@ def check_data_paths(d: dict) -> None:
 
 def build_dataset(cfg: dict, train: bool, split: "str | None" = None):
     """The multi-granular dataset with the run's crop/flip augmentation (or the eval resize +
-    centre crop with ``train=False``, for the panels and probes). Errors that a user fixes with
-    a flag are ConfigErrors naming it."""
-    from c2fmae_data import ImageNetMultiGranular
+    centre crop with ``train=False``, for the panels and probes). ``train`` with
+    ``data.loader: stream`` gives the streaming variant (row groups in order); the panels and
+    probes always use the map-style one. Errors that a user fixes with a flag are ConfigErrors
+    naming it."""
+    from c2fmae_data import ImageNetMultiGranular, ImageNetMultiGranularStream
     from c2fmae_data.format import FormatError
     from c2fmae_data.transforms import EvalTransform, TrainTransform
 
@@ -48,10 +50,12 @@ def build_dataset(cfg: dict, train: bool, split: "str | None" = None):
                             flip_p=0.5 if d["hflip"] else 0.0, max_instances=k)
     else:
         tf = EvalTransform(size, stride, resize=round(size * 256 / 224), max_instances=k)
+    cls, extra = ImageNetMultiGranular, {}
+    if train and d["loader"] == "stream":
+        cls, extra = ImageNetMultiGranularStream, {"seed": cfg["train"]["seed"]}
     try:
-        ds = ImageNetMultiGranular(d["root"], d["imagenet_root"], split=split or d["split"],
-                                   transform=tf, size=size, stride=stride, max_instances=k,
-                                   on_error=d["on_error"])
+        ds = cls(d["root"], d["imagenet_root"], split=split or d["split"], transform=tf,
+                 size=size, stride=stride, max_instances=k, on_error=d["on_error"], **extra)
     except (FormatError, ValueError) as e:
         raise ConfigError(f"--data {d['root']}: {e}") from None
     if not d["imagenet_root"] and not ds.manifest.get("self_contained", False):
@@ -80,7 +84,24 @@ class ResumableSampler(DistributedSampler):
         return max(0, self.num_samples - self.start)
 
 
+def build_sampler(cfg: dict, dataset, world: int, rank: int):
+    """The map-style order: ``ShardWindowSampler`` (``data.shard_window`` shards at a time, the
+    dataset's footer cache raised to the window) when the dataset has >= 2 x world shards, else
+    (and with ``shard_window: 0``) the global shuffle ``ResumableSampler``. Both yield the same
+    number of indices in every epoch."""
+    from c2fmae_data.sampler import ShardWindowSampler
+
+    window, seed = cfg["data"]["shard_window"], cfg["train"]["seed"]
+    shards = len(getattr(dataset, "shard_files", ())) if hasattr(dataset, "shard_of") else 0
+    if window and shards >= 2 * world:
+        dataset.footer_cache = max(dataset.footer_cache, window)
+        return ShardWindowSampler(dataset, world, rank, seed, window=window, fixed_length=True)
+    return ResumableSampler(dataset, world, rank, seed)
+
+
 def make_loader(dataset, sampler, cfg: dict, epoch: int, rank: int, pin: bool) -> DataLoader:
+    """The epoch's loader: ``sampler`` over a map-style dataset, or (``sampler=None``) an
+    IterableDataset that orders and splits its samples itself (no sampler, no shuffle)."""
     # The loader's own generator (not the global RNG) draws the workers' base seed, so worker
     # seeds depend only on (seed, epoch, rank) and building a loader mid-run consumes no RNG.
     g = torch.Generator().manual_seed(cfg["train"]["seed"] * 1_000_003 + epoch * 1009 + rank)
