@@ -86,7 +86,7 @@ def inflate_costs(root, runs: int) -> str:
 
     from c2fmae_data.png_rows import _idat
 
-    streams = [_idat(b) for f in sorted(Path(root).rglob("*.parquet"))
+    streams = [_idat(b) for f in sorted((Path(root) / "shards").glob("*.parquet"))
                for c in pq.read_table(f, columns=["instance_png", "semantic_png"]).columns
                for b in c.to_pylist() if b]
     out = {}

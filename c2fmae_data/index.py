@@ -72,6 +72,26 @@ def read_shard_rows(fs, path: str, rel: str) -> pa.Table:
         return shard_rows(rel, pf.read(columns=SCAN_COLUMNS, use_threads=False), sizes)
 
 
+def save_shard_rows(fs, path: str, rows: pa.Table) -> None:
+    """Keep one shard's index rows beside a ledger (the Ray pipeline's ``_pipeline/shards/``), so
+    that the manifest built at the end reads no shard back (over object storage that read would
+    be most of every shard's bytes)."""
+    buf = io.BytesIO()
+    pq.write_table(rows, buf, compression="zstd")
+    with fs.open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def load_shard_rows(fs, path: str) -> "pa.Table | None":
+    """What ``save_shard_rows`` kept, or None when absent or unreadable (then the shard is read)."""
+    try:
+        with fs.open(path, "rb") as f:
+            t = pq.read_table(pa.BufferReader(f.read()))
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    return t if t.schema.remove_metadata().equals(SCHEMA) else None
+
+
 def row_groups_of(t: pa.Table) -> int:
     return int((t.schema.metadata or {}).get(b"row_groups", b"0"))
 

@@ -18,6 +18,7 @@ from typing import Any
 if __package__ in (None, ""):   # run as a script: make the repository's packages importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from c2fmae_data.index import load_shard_rows  # noqa: E402
 from c2fmae_data.manifest import build_manifest  # noqa: E402
 from c2fmae_data.shards import ShardInfo, join, open_fs  # noqa: E402
 
@@ -139,7 +140,10 @@ def _known_infos(out: str) -> "list[ShardInfo]":
         for p in fs.ls(d, detail=False):
             if p.endswith(".json"):
                 with fs.open(p, "r") as f:
-                    infos.append(ShardInfo(**json.load(f)))
+                    info = ShardInfo(**json.load(f))
+                # the shard's index rows, kept by the writer: the manifest then reads no shard
+                info.index = load_shard_rows(fs, p[:-len(".json")] + ".index.parquet")
+                infos.append(info)
     return infos
 
 
@@ -214,7 +218,8 @@ def run(args) -> "dict[str, Any]":
     finally:
         for w in workers:
             ray.kill(w)
-    known = _known_infos(args.out) + [ShardInfo(**i) for i in infos]
+    # the ledger's entries come last so they win: they also carry the shards' index rows
+    known = [ShardInfo(**i) for i in infos] + _known_infos(args.out)
     build_manifest(args.out, provenance=meta["provenance"], known=known)
     wall = time.perf_counter() - t0
     entry = write_summary(args.out, plan.split, {

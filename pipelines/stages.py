@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import ray
 
 from c2fmae_data.format import STATUS_OK, failed_record
+from c2fmae_data.index import save_shard_rows
 from c2fmae_data.manifest import write_json_atomic
 from c2fmae_data.shards import join, open_fs, write_shard
 
@@ -147,8 +148,9 @@ def write_finished_shard(out: str, split: str, index: int, meta: "dict[str, Any]
     info = write_shard(out, split, index, records, meta=meta)
     fs, base = open_fs(out)
     fs.makedirs(join(base, STATE_DIR, "shards"), exist_ok=True)
-    write_json_atomic(fs, join(base, STATE_DIR, "shards", f"{split}-{index:05d}.json"),
-                      info.to_json())
+    ledger = join(base, STATE_DIR, "shards", f"{split}-{index:05d}")
+    save_shard_rows(fs, ledger + ".index.parquet", info.index)   # before the entry that vouches
+    write_json_atomic(fs, ledger + ".json", info.to_json())
     return {"info": info.to_json(), "ok": sum(r["status"] == STATUS_OK for r in records),
             "failed": sum(r["status"] != STATUS_OK for r in records)}
 

@@ -20,7 +20,7 @@ def _mixed_folder(tmp_path):
 
 
 def _columns(root):
-    t = pq.read_table(sorted(root.rglob("*.parquet"))[0])
+    t = pq.read_table(sorted((root / "shards").glob("*.parquet"))[0])
     return t.column("instance_png").to_pylist(), t.column("semantic_png").to_pylist()
 
 
