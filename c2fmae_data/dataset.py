@@ -148,13 +148,12 @@ class MultiGranularBase:
         while len(self._open) >= self.footer_cache:
             self._open.popitem(last=False)[1][0].close()
         path = join(self._base, self.shard_files[shard])
-        if _is_local(fs):   # Arrow's own reader: no Python file object on the read path
-            import pyarrow as pa
-
-            f = pa.memory_map(path, "r")
-        else:
-            f = fs.open(path, "rb")
-        pf = pq.ParquetFile(f)
+        local = _is_local(fs)
+        # local: Arrow's own reader (no Python file object on the read path) and no pre-buffering,
+        # which costs 0.1 ms a row-group read against 0.02 ms without on a memory map; remote:
+        # pre-buffering coalesces a row group's column chunks into few range requests
+        f = pa.memory_map(path, "r") if local else fs.open(path, "rb")
+        pf = pq.ParquetFile(f, pre_buffer=not local)
         try:
             self._check_unchanged(shard, f.size() if callable(f.size) else f.size, pf)
         except FormatError:
