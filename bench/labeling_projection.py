@@ -86,6 +86,10 @@ def verdict(rs: "list[dict]") -> str:
                    f"({d[gpu + '_tf32det']['images_per_s']:.1f} with the detector at TF32) "
                    f"against the goal >= {goal:.0f}: {'met' if ips >= goal else 'NOT met'}; "
                    f"GPU-bound ceiling without CPU wait {d[gpu + '_no_cpu_wait']:.1f} img/s.")
+    one = project(d["tflop"], d["host_ms"], PEAK_BF16["H200"], threads=1)
+    out.append(f"- without the overlap (1 batch in flight) default on H200 would make "
+               f"{one['images_per_s']:.1f} img/s, the GPU waiting {one['gpu_wait_share']:.0%} "
+               "of the time.")
     ratio = s["H200"]["images_per_s"] / d["H200"]["images_per_s"]
     out.append(f"- sam3 / default = {ratio:.2f}x on H200 (FLOPs {d['tflop'] / s['tflop']:.2f}x "
                f"fewer in sam3) against the goal >= 2x: {'met' if ratio >= 2 else 'NOT met'}.")
