@@ -263,7 +263,10 @@ NOTE = (
     "OneFormer), so it ran for real on CPU tensors under `torch.no_grad` (CPU SDPA given the "
     "CUDA kernels' formula); Grounding DINO-B and Mask2Former counted on meta by the earlier "
     "version of this script gave 1.069 and 1.606 (inputs built by hand, ~3% lower). FLOP counts do not depend on the machine or its load. The machine-readable table "
-    "is bench/results/labeling_flops.json; GPU runs (`bench/labeling.py --gpu`) report achieved "
+    "is bench/results/labeling_flops.json. Parameters of the builds, as a check against the "
+    "checkpoints: Grounding DINO-B and MM-GDINO-B 232.3M, SAM-HQ-H 642.7M, SAM 3 840.4M, "
+    "Mask2Former Swin-L 215.5M (its hub safetensors: 866 MB = 216M fp32), OneFormer Swin-L "
+    "218.8M (OneFormer's model zoo: 219M), EoMT-L 316.7M. GPU runs (`bench/labeling.py --gpu`) report achieved "
     "TFLOP/s against it.\n")
 
 
