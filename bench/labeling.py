@@ -8,10 +8,9 @@ A second row uses the tiny-random transformers models (processors + post-process
 model forwards subtracted with forward hooks); its processors run at the tiny models' input sizes.
 
     python bench/labeling.py                 # CPU numbers, writes the section
-    python bench/labeling.py --gpu [--precision bf16 fp16] [--batch 8]
-        # full-size default ARCHITECTURES (Grounding DINO base, SAM-HQ ViT-H, Mask2Former
-        # Swin-L) built from their config shapes with random weights (same compute, no download),
-        # images/s on a CUDA device.
+    python bench/labeling.py --gpu [--out DIR]   # every preset's full-size models on one GPU
+    python bench/labeling.py --gpu --dry-run     # the same GPU loop on the tiny models, on CPU
+        # (bench/labeling_gpu.py: batch 4/8/16, images/s, achieved TFLOP/s, peak memory)
 """
 from __future__ import annotations
 
@@ -133,102 +132,29 @@ def bench_cpu(reps: int = 3) -> str:
     return out
 
 
-def full_size_models(device, dtype):
-    """The default preset's architectures from their published config shapes, random weights."""
-    import torch
-    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, Mask2FormerConfig,
-                              Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor,
-                              SamHQConfig, SamHQMaskDecoderConfig, SamHQModel, SamHQVisionConfig,
-                              SamImageProcessor, SwinConfig)
-
-    from c2fmae_data.categories import COCO_PANOPTIC_NAMES
-    from labeling.detector import GroundingDinoDetector
-    from labeling.segmenter import SamHQSegmenter
-    from labeling.semantic import Mask2FormerSemantic
-    from labeling.tiny_random import grounding_dino
-
-    torch.manual_seed(0)
-    swin_b = SwinConfig(image_size=384, embed_dim=128, depths=[2, 2, 18, 2],
-                        num_heads=[4, 8, 16, 32], window_size=12,
-                        out_features=["stage2", "stage3", "stage4"])
-    gd = GroundingDinoForObjectDetection(GroundingDinoConfig(backbone_config=swin_b,
-                                                             text_config=BertConfig()))
-    tok = grounding_dino()[2]     # char-level vocab: same token count order, no download
-    det = GroundingDinoDetector(gd.to(device, dtype), GroundingDinoImageProcessor(), tok,
-                                device, dtype)
-    vis = SamHQVisionConfig(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
-                            global_attn_indexes=[7, 15, 23, 31])
-    sam = SamHQModel(SamHQConfig(vision_config=vis,
-                                 mask_decoder_config=SamHQMaskDecoderConfig(vit_dim=1280)))
-    seg = SamHQSegmenter(sam.to(device, dtype), SamImageProcessor(), device, dtype)
-    swin_l = SwinConfig(image_size=384, embed_dim=192, depths=[2, 2, 18, 2],
-                        num_heads=[6, 12, 24, 48], window_size=12,
-                        out_features=["stage1", "stage2", "stage3", "stage4"])
-    id2label = dict(enumerate(COCO_PANOPTIC_NAMES))
-    m2f = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(
-        backbone_config=swin_l, num_queries=200, id2label=id2label,
-        label2id={v: k for k, v in id2label.items()}))
-    # the size real runs use (semantic.COCO_EVAL_SIZE: short side 800, long side <= 1333)
-    sem = Mask2FormerSemantic(m2f.to(device, dtype), Mask2FormerImageProcessor(), device, dtype)
-    return det, seg, sem
-
-
-def bench_gpu(precisions, batch: int, n: int = 48) -> str:
-    import torch
-
-    from labeling.labeler import Labeler
-    from labeling.thresholds import ThresholdPolicy
-
-    if not torch.cuda.is_available():
-        raise SystemExit("--gpu needs a CUDA device; none is available here")
-    items = _items()[:n]
-    rows = ["| precision | batch | images/s (median of 3) | peak GPU memory GiB |",
-            "| --- | --- | --- | --- |"]
-    for prec in precisions:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[prec]
-        det, seg, sem = full_size_models("cuda", dtype)
-        lab = Labeler(det, seg, sem, policy=ThresholdPolicy(start=0.35, floor=0.0),
-                      device="cuda", precision=prec)
-        prepared = [lab.prepare(it) for it in items]
-        lab.label(prepared[:batch])
-        torch.cuda.reset_peak_memory_stats()
-        speeds = []
-        for _ in range(3):
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            for b in range(0, n, batch):
-                recs = lab.label(prepared[b:b + batch])
-            torch.cuda.synchronize()
-            speeds.append(n / (time.perf_counter() - t))
-        bad = [r["reason"] for r in recs if r["status"] != "ok"]
-        rows.append(f"| {prec} | {batch} | {median(speeds):.2f} | "
-                    f"{torch.cuda.max_memory_allocated() / 2**30:.1f} |"
-                    + (f" failed: {bad[0]}" if bad else ""))
-        del det, seg, sem, lab
-        torch.cuda.empty_cache()
-    return ("Full-size default architectures (Grounding DINO base, SAM-HQ ViT-H, Mask2Former "
-            "Swin-L; random weights, same compute), prepared images, end to end:\n\n"
-            + "\n".join(rows) + "\n")
-
-
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gpu", action="store_true")
-    ap.add_argument("--precision", nargs="+", default=["bf16", "fp16"])
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--gpu", action="store_true", help="the device check (bench/labeling_gpu.py)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="with --gpu: run its loop on CPU with the tiny models")
+    ap.add_argument("--out", default=None, help="with --gpu: also write JSON + table here")
+    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
+    ap.add_argument("--batches", type=int, nargs="+", default=[4, 8, 16])
+    ap.add_argument("--n-batches", type=int, default=3, help="timed batches per setting")
+    ap.add_argument("--budget-s", type=float, default=480.0,
+                    help="start no new setting after this many seconds")
     ap.add_argument("--reps", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.gpu:
+        from bench.labeling_gpu import main as gpu_main
+
+        gpu_main(args)
+        return
     if not (DATA / "imagenet-sample").exists():
         raise SystemExit(f"{DATA / 'imagenet-sample'} is absent")
     body = "### Labeling engine (`bench/labeling.py`)\n\n" + bench_cpu(args.reps)
-    if args.gpu:
-        body += "\n" + bench_gpu(args.precision, args.batch)
-    else:
-        body += ("\nNo GPU was available for this run, so images/s of the full-size default "
-                 "models is not measured here; run `python bench/labeling.py --gpu` on a CUDA "
-                 "machine (builds the default architectures from their config shapes with random "
-                 "weights, bf16 and fp16).\n")
+    body += ("\nPer preset (tiny models): section `labeling-cpu`; on a GPU: "
+             "`python bench/labeling.py --gpu` (section `labeling-gpu`).\n")
     write_section("labeling", body)
 
 

@@ -1,7 +1,8 @@
 """Overlap the labeler's CPU work with its GPU work inside one process (no Ray in here).
 
-A labeling batch is CPU work (the processors' resize/normalise, about 25 ms per image; the
-post-processing, composition and PNG encoding after it, about 7.5 ms) around a few model calls.
+A labeling batch is CPU work (the processors' resize/normalise, about 17 ms per image for the
+default chain at the hub sizes; the post-processing, composition and PNG encoding after it,
+about 6 ms: docs/benchmarks.md ``labeling-cpu``) around a few model calls.
 Run on one thread, the GPU idles during all of it. ``GpuGate`` wraps every model of a
 ``Labeler`` so that only the model CALLS are serialised (one at a time per process); two or
 more threads may then run ``Labeler.label`` at once and one thread's CPU work proceeds while
