@@ -109,11 +109,19 @@ def main(argv=None):
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from _datasets import imagenet_sample_dataset
-
     inet = Path(args.imagenet_root)
     files = sorted(inet.glob("train/*/*.JPEG"))
-    tmp = tempfile.mkdtemp(prefix="c2fmae-bench-")
+    with tempfile.TemporaryDirectory(prefix="c2fmae-bench-") as tmp:
+        body = measure(args, inet, files, tmp)
+    if args.no_write:
+        print(body)
+    else:
+        write_section("loader", body)
+
+
+def measure(args, inet: Path, files, tmp: str) -> str:
+    from _datasets import imagenet_sample_dataset
+
     imagenet_sample_dataset(f"{tmp}/ds", inet, shards=2)
     ds = ImageNetMultiGranular(f"{tmp}/ds", inet)
     st = ImageNetMultiGranularStream(f"{tmp}/ds", inet, buffer_size=64)
@@ -138,16 +146,12 @@ def main(argv=None):
         rows.append(f"| {name} | {m:.2f} | {1e3 / m:.0f} | {m / base:.2f}x |")
     n_pixels = sum(ds.source.load(ds.key(i)).size[0] * ds.source.load(ds.key(i)).size[1]
                    for i in range(len(ds))) / len(ds) / 1e3
-    body = (f"### Loader: multi-granular vs RGB-only sample cost (`bench/loader.py`)\n\n"
+    return (f"### Loader: multi-granular vs RGB-only sample cost (`bench/loader.py`)\n\n"
             f"{len(files)} real ImageNet images from `../shared/data/imagenet-sample` (mean "
             f"{n_pixels:.0f} kpixels), labels-only shards joined by key (sha256 checked), masks at "
             f"full resolution, output 224 RGB + 56x56 masks, one process, 1 torch thread, median "
             f"of {args.runs} interleaved passes. Goal: multi-granular <= 1.25x rgb-only.\n\n"
             + "\n".join(rows) + "\n\n" + inflate_costs(f"{tmp}/ds", args.runs))
-    if args.no_write:
-        print(body)
-    else:
-        write_section("loader", body)
 
 
 if __name__ == "__main__":

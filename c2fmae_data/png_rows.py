@@ -67,9 +67,11 @@ def sample_png(data: bytes, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     ncols = (int(xs.max()) + 1) * bpp
     px = sel[:, 1:1 + ncols].reshape(len(ys), -1, bpp)
     sub = sel[:, 0] == 1
-    if sub.any():
+    if sub.all():   # undo Sub: a running sum mod 256 (every row Sub: no masked copies)
+        px = np.cumsum(px, axis=1, dtype=np.uint8)
+    elif sub.any():
         px = px.copy()
-        px[sub] = np.cumsum(px[sub], axis=1, dtype=np.uint8)  # undo Sub: running sum mod 256
+        px[sub] = np.cumsum(px[sub], axis=1, dtype=np.uint8)
     px = px[:, xs]
     if bpp == 1:
         return px[..., 0]

@@ -19,6 +19,16 @@ def tiny_config(root, *extra: str, steps: int = 4, batch: int = 2, total: int = 
         "train.panels_every_epochs=0", "train.progress_bar=false", *extra])
 
 
+def config_file(cfg: dict, tmp_path) -> str:
+    """``cfg`` written as tmp_path/run.yaml, for a run in a subprocess; returns its path."""
+    from model.config import dump_yaml
+
+    path = str(tmp_path / "run.yaml")
+    with open(path, "w") as f:
+        f.write(dump_yaml(cfg))
+    return path
+
+
 def read_probes(out_dir) -> "list[dict]":
     with open(f"{out_dir}/log.jsonl") as f:
         return [r for r in map(json.loads, f) if "probe" in r]

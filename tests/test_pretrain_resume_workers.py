@@ -8,10 +8,9 @@ import subprocess
 import sys
 
 from _datasets import synthetic_dataset
-from _pretrain import read_log, tiny_config
+from _pretrain import config_file, read_log, tiny_config
 
 from model import checkpoint as ckpt
-from model.config import dump_yaml
 
 # the command: train from a config; dies by SIGKILL after step KILL_AT once (a marker file
 # makes the rerun of the same command go through)
@@ -40,9 +39,7 @@ def test_sigkill_mid_epoch_with_two_workers_resumes_exactly(tmp_path):
     synthetic_dataset(root, n=12, size=(80, 64))
     # 12 images, batch 2, accumulation 1: 6 steps per epoch; 8 steps; last.pt every step
     cfg = tiny_config(str(root), "data.num_workers=2", steps=8, batch=2, total=2)
-    cfg_path = str(tmp_path / "run.yaml")
-    with open(cfg_path, "w") as f:
-        f.write(dump_yaml(cfg))
+    cfg_path = config_file(cfg, tmp_path)
     full, out = str(tmp_path / "full"), str(tmp_path / "killed")
     r = _run(cfg_path, full, kill_at=0)
     assert r.returncode == 0, r.stderr[-2000:]

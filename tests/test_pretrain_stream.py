@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 from _datasets import synthetic_dataset
-from _pretrain import read_log, tiny_config
+from _pretrain import config_file, read_log, tiny_config
 from test_pretrain_resume_workers import _run
 
 from c2fmae_data import ImageNetMultiGranularStream
 from c2fmae_data.sampler import ShardWindowSampler
 from model import checkpoint as ckpt
-from model.config import ConfigError, dump_yaml
+from model.config import ConfigError
 from model.pretrain import build_run, train
 from model.pretrain_utils import make_loader
 
@@ -30,9 +30,7 @@ def test_stream_sigkill_mid_epoch_with_two_workers_resumes_exactly(uneven_root, 
     # 20 rows / (2 workers x batch 2) = 5 batches per worker: 10 steps per epoch; 13 steps
     cfg = tiny_config(uneven_root, "data.num_workers=2", "data.loader=stream", steps=13,
                       batch=2, total=2)
-    cfg_path = str(tmp_path / "run.yaml")
-    with open(cfg_path, "w") as f:
-        f.write(dump_yaml(cfg))
+    cfg_path = config_file(cfg, tmp_path)
     full, out = str(tmp_path / "full"), str(tmp_path / "killed")
     r = _run(cfg_path, full, kill_at=0)
     assert r.returncode == 0, r.stderr[-2000:]

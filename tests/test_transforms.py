@@ -161,3 +161,32 @@ def test_png_row_sampling_equals_full_decode(writer):
                 want = arr[np.ix_(ys, xs)]
                 np.testing.assert_array_equal(sample_png(data, ys, xs), want)
                 np.testing.assert_array_equal(resize_mask(data, box, out), want)
+
+
+def test_png_rows_with_mixed_none_and_sub_filters():
+    """Rows filtered None and Sub alternately (a valid PNG OpenCV does not write): the fast path
+    undoes Sub on the Sub rows only and still equals a full decode."""
+    import struct
+    import zlib
+
+    from c2fmae_data.format import decode_png
+    from c2fmae_data.png_rows import sample_png
+
+    arr = np.random.default_rng(3).integers(0, 256, (20, 31), dtype=np.uint8)
+    lines = []
+    for y, row in enumerate(arr):
+        if y % 3 == 1:   # Sub: each byte minus its left neighbour, mod 256
+            lines.append(b"\x01" + np.diff(row, prepend=np.uint8(0)).astype(np.uint8).tobytes())
+        else:
+            lines.append(b"\x00" + row.tobytes())
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 31, 20, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"".join(lines))) + chunk(b"IEND", b""))
+    np.testing.assert_array_equal(decode_png(data), arr)
+    ys, xs = np.array([0, 1, 4, 7, 19]), np.array([0, 3, 30])
+    np.testing.assert_array_equal(sample_png(data, ys, xs), arr[np.ix_(ys, xs)])
+    ys = np.array([1, 4, 7])                           # only Sub rows: the all-Sub branch
+    np.testing.assert_array_equal(sample_png(data, ys, xs), arr[np.ix_(ys, xs)])
