@@ -22,7 +22,7 @@ _HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16)
 _HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
 
 
-def _digests(arr: pa.Array) -> "tuple[np.ndarray, np.ndarray, dict[int, Any]]":
+def _digest_chunk(arr: pa.Array) -> "tuple[np.ndarray, np.ndarray, dict[int, Any]]":
     """(N x 32 digests, has-digest mask, {row: raw value} for values that are not 64 hex digits
     but not null either: kept as they are, so the check still fails on them)."""
     arr = arr.cast(pa.string())
@@ -40,6 +40,19 @@ def _digests(arr: pa.Array) -> "tuple[np.ndarray, np.ndarray, dict[int, Any]]":
     return digest, valid, odd
 
 
+def _digests(col: pa.ChunkedArray) -> "tuple[np.ndarray, np.ndarray, dict[int, Any]]":
+    """``_digest_chunk`` of a whole column, a chunk (one shard) at a time: no combined copy of
+    the hex strings and no N x 64 temporaries (1.28M rows: ~250 MB less at peak)."""
+    n = len(col)
+    digest, valid, odd, start = np.zeros((n, 32), np.uint8), np.zeros(n, bool), {}, 0
+    for chunk in col.chunks:
+        d, v, o = _digest_chunk(chunk)
+        digest[start:start + len(chunk)], valid[start:start + len(chunk)] = d, v
+        odd.update({start + i: x for i, x in o.items()})
+        start += len(chunk)
+    return digest, valid, odd
+
+
 class RowMeta:
     """``fields(i)`` -> ``{"width", "height", "source_size", "source_sha256"}`` of sample i, equal
     to what the shard row holds (None where it holds null)."""
@@ -53,9 +66,7 @@ class RowMeta:
         self.size = num("source_size", pa.int64())
         self._null = {c: t.column(c).is_null().to_numpy(zero_copy_only=False)
                       for c in META_COLUMNS[:3]}
-        sha = t.column("source_sha256")
-        self.digest, self.has_digest, self._odd = _digests(
-            sha.combine_chunks() if len(sha.chunks) else pa.array([], pa.string()))
+        self.digest, self.has_digest, self._odd = _digests(t.column("source_sha256"))
 
     def __len__(self) -> int:
         return len(self.width)
