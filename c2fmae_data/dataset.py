@@ -32,7 +32,7 @@ from .manifest import load_manifest, safe_relpath
 from .shards import join, open_fs
 from .source import ImageSource, SampleError, check_image_root
 from .png_rows import png_size
-from .row_meta import META_COLUMNS, RowMeta
+from .row_meta import META_COLUMNS, RowMeta, fixed_width_keys
 from .transforms import EvalTransform, JointTransform, TrainTransform
 
 log = logging.getLogger(__name__)
@@ -288,23 +288,6 @@ class MultiGranularBase:
         log.warning("skipping %s: %s", key, err)
 
 
-def _fixed_width(chunks) -> np.ndarray:
-    """Keys (Arrow string arrays) as one numpy fixed-width bytes array, through Arrow buffers."""
-    arr = (pa.concat_arrays([c.cast(pa.string()) for c in chunks]) if chunks
-           else pa.array([], pa.string()))
-    if len(arr) == 0:
-        return np.zeros(0, "S1")
-    offs = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
-    data = np.frombuffer(arr.buffers()[2], np.uint8) if arr.buffers()[2] else np.zeros(0, np.uint8)
-    lens = np.diff(offs)
-    width = max(1, int(lens.max()))
-    out = np.zeros((len(arr), width), np.uint8)
-    row = np.repeat(np.arange(len(arr)), lens)
-    col = np.arange(len(data[offs[0]:offs[-1]])) - np.repeat(offs[:-1] - offs[0], lens)
-    out[row, col] = data[offs[0]:offs[-1]]
-    return out.view(f"S{width}").ravel()
-
-
 def _is_local(fs) -> bool:
     proto = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
     return "file" in proto or "local" in proto
@@ -352,7 +335,7 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
             shard_ix.append(np.full(int(keep.sum()), s, np.int32))
             group_ix.append(groups[keep])
             offset_ix.append(offsets[keep])
-            keys.append(_fixed_width([t.column("key").combine_chunks().filter(pa.array(keep))]))
+            keys.append(fixed_width_keys([t.column("key").combine_chunks().filter(pa.array(keep))]))
             labels.append(t.column("class_index").to_numpy()[keep].astype(np.int16))
             meta.append(t.select(list(META_COLUMNS)).filter(pa.array(keep)))
         cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))

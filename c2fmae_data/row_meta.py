@@ -53,6 +53,23 @@ def _digests(col: pa.ChunkedArray) -> "tuple[np.ndarray, np.ndarray, dict[int, A
     return digest, valid, odd
 
 
+def fixed_width_keys(chunks) -> np.ndarray:
+    """Keys (Arrow string arrays) as one numpy fixed-width bytes array, through Arrow buffers."""
+    arr = (pa.concat_arrays([c.cast(pa.string()) for c in chunks]) if chunks
+           else pa.array([], pa.string()))
+    if len(arr) == 0:
+        return np.zeros(0, "S1")
+    offs = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
+    data = np.frombuffer(arr.buffers()[2], np.uint8) if arr.buffers()[2] else np.zeros(0, np.uint8)
+    lens = np.diff(offs)
+    width = max(1, int(lens.max()))
+    out = np.zeros((len(arr), width), np.uint8)
+    row = np.repeat(np.arange(len(arr)), lens)
+    col = np.arange(len(data[offs[0]:offs[-1]])) - np.repeat(offs[:-1] - offs[0], lens)
+    out[row, col] = data[offs[0]:offs[-1]]
+    return out.view(f"S{width}").ravel()
+
+
 class RowMeta:
     """``fields(i)`` -> ``{"width", "height", "source_size", "source_sha256"}`` of sample i, equal
     to what the shard row holds (None where it holds null)."""
