@@ -1,4 +1,5 @@
-"""The per-row fields a sample checks, held in numpy by the map-style index.
+"""Per-row arrays of the map-style index: the keys as one fixed-width bytes array
+(``fixed_width_keys``) and the fields a sample checks (``RowMeta``), in numpy.
 
 A sample needs ``width``/``height`` (the decoded image must match the masks), ``source_size`` and
 ``source_sha256`` (the joined image must be the one that was labeled) besides its PNGs. Read
