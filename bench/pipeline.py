@@ -34,7 +34,7 @@ ASSUMED_PER_GPU = 3.0   # images/s of the default models on one A100 in bf16 (as
 def make_tree(root: Path, n: int) -> None:
     from PIL import Image
 
-    from c2fmae_data.categories import imagenet_wnids
+    from c2fmae_data.format.categories import imagenet_wnids
 
     rng = np.random.default_rng(0)
     wnids = imagenet_wnids()
@@ -59,7 +59,7 @@ def pipeline_run(root: Path, models: str, workers: int, batch: int, shard: int) 
 
 def serial_run(root: Path, batch: int, shard: int) -> float:
     """The same work in one process, no Ray: the baseline of the overhead figure."""
-    from c2fmae_data.shards import write_shard
+    from c2fmae_data.format.shards import write_shard
     from labeling.images import prepare
     from labeling.labeler import Labeler, SourceImage
     from pipelines.plan import make_plan
@@ -86,7 +86,7 @@ def ray_data_run(root: Path, models: str, workers: int, batch: int, shard: int) 
 
     import ray
 
-    from c2fmae_data.shards import write_shard
+    from c2fmae_data.format.shards import write_shard
     from pipelines.plan import make_plan
 
     plan = make_plan(str(root), "train", shard_size=shard, models=models, precision="fp32")
@@ -129,7 +129,7 @@ def per_gpu_figure() -> "tuple[float, str]":
     m = re.search(r"<!-- BEGIN labeling -->(.*?)<!-- END labeling -->", text, re.S)
     hit = m and re.search(r"([\d.]+)\s*images/s per GPU", m.group(1))
     if hit:
-        return float(hit.group(1)), "measured by bench/labeling.py (docs/benchmarks.md)"
+        return float(hit.group(1)), "measured by bench/labelers/engine.py (docs/benchmarks.md)"
     return ASSUMED_PER_GPU, ("an ASSUMPTION, no GPU measurement exists yet: Grounding DINO-B + "
                              "SAM-HQ-H + Mask2Former Swin-L at ~800x1333 on one A100 in bf16")
 

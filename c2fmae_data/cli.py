@@ -21,7 +21,7 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
 # ----------------------------------------------------------------------------- commands
 def cmd_verify(args) -> int:
-    from .verify import verify
+    from c2fmae_data.tools.verify import verify
 
     rep = verify(args.root, imagenet_root=args.imagenet_root, full=args.full,
                  workers=args.workers)
@@ -38,7 +38,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .inspection import dataset_stats, draw_grid, format_stats
+    from c2fmae_data.tools.inspection import dataset_stats, draw_grid, format_stats
 
     stats = dataset_stats(args.root, split=args.split)
     size = None
@@ -53,7 +53,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .download import download
+    from c2fmae_data.tools.download import download
 
     s = download(args.url, args.dest, workers=args.workers, retries=args.retries,
                  backoff=args.backoff, progress=not args.quiet, split=args.split)
@@ -63,7 +63,7 @@ def cmd_download(args) -> int:
 
 
 def cmd_convert_coco(args) -> int:
-    from .coco import convert_coco
+    from c2fmae_data.tools.coco import convert_coco
 
     if not args.instances and not args.panoptic:
         raise ValueError("give --instances JSON and/or --panoptic JSON PNGDIR")
@@ -80,8 +80,8 @@ def cmd_convert_coco(args) -> int:
 
 
 def cmd_manifest(args) -> int:
-    from .manifest import build_manifest
-    from .shards import list_shards
+    from c2fmae_data.format.manifest import build_manifest
+    from c2fmae_data.format.shards import list_shards
 
     if not list_shards(args.root):
         raise FileNotFoundError(f"{args.root} has no finished shards (shards/<split>-NNNNN.parquet)")
@@ -194,7 +194,7 @@ def _builtin(sub) -> None:
     p.add_argument("root", help="dataset root holding shards/ (local path or fsspec URL)")
     p.set_defaults(func=cmd_manifest)
 
-    from .label_eval_cli import register as register_eval_labels   # label quality (LABELING.md)
+    from c2fmae_data.label_eval.cli import register as register_eval_labels   # label quality (LABELING.md)
 
     register_eval_labels(sub)
 
@@ -238,8 +238,8 @@ def _run(argv: "Sequence[str] | None") -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
-    from .download import DownloadError
-    from .format import FormatError
+    from c2fmae_data.tools.download import DownloadError
+    from c2fmae_data.format.schema import FormatError
 
     try:
         return int(args.func(args) or 0)

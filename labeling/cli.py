@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .presets import DOWNLOADABLE, TINY_RANDOM
+from labeling.presets.catalog import DOWNLOADABLE, TINY_RANDOM
 
 
 def _err(msg: str) -> int:
@@ -59,10 +59,10 @@ def register_label(subparsers) -> None:
 
 
 def _label(args) -> int:
-    from .folder import label_folder
-    from .labeler import Labeler
-    from .presets import parse_preset
-    from .semantic import parse_semantic_size
+    from labeling.folder import label_folder
+    from labeling.labeler import Labeler
+    from labeling.presets.catalog import parse_preset
+    from labeling.semantic.mask2former import parse_semantic_size
 
     for flag in ("shard_size", "batch_size", "limit"):
         v = getattr(args, flag)
@@ -132,7 +132,7 @@ class _LazyLabeler:
             except (ValueError, OSError, TypeError, ImportError) as e:  # OSError: hub/offline
                 raise _ModelLoadError() from e
             if self._lab.placeholder:
-                from .labeler import PLACEHOLDER_WARNING
+                from labeling.labeler import PLACEHOLDER_WARNING
 
                 print("WARNING: " + PLACEHOLDER_WARNING, file=sys.stderr)
         return getattr(self._lab, name)
@@ -157,8 +157,8 @@ def register_weights(subparsers) -> None:
 
 
 def _weights_download(args) -> int:
-    from .presets import resolve_specs
-    from .weights import download
+    from labeling.presets.catalog import resolve_specs
+    from labeling.presets.weights import download
 
     specs = resolve_specs(args.models, {"semantic": args.semantic})
     download(args.dir, specs.values())
@@ -166,7 +166,7 @@ def _weights_download(args) -> int:
 
 
 def _weights_verify(args) -> int:
-    from .weights import verify
+    from labeling.presets.weights import verify
 
     problems = verify(args.dir)
     for p in problems:
@@ -193,9 +193,9 @@ def register_import_semantic(subparsers) -> None:
 
 
 def _import_semantic(args) -> int:
-    from c2fmae_data.format import FormatError
+    from c2fmae_data.format.schema import FormatError
 
-    from .semantic_import import import_semantic
+    from labeling.semantic.external import import_semantic
 
     try:
         c = import_semantic(args.root, args.png_dir, id_space=args.id_space,

@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from c2fmae_data.categories import COCO_PANOPTIC_ISTHING
-from c2fmae_data.format import MAX_STORED_INSTANCES
+from c2fmae_data.format.categories import COCO_PANOPTIC_ISTHING
+from c2fmae_data.format.schema import MAX_STORED_INSTANCES
 
 _THING = np.zeros(256, dtype=bool)
 _THING[:len(COCO_PANOPTIC_ISTHING)] = COCO_PANOPTIC_ISTHING

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from c2fmae_data.categories import imagenet_wnid_to_index
-from c2fmae_data.format import failed_record
-from c2fmae_data.manifest import build_manifest
-from c2fmae_data.shards import SHARD_DIR, iter_shard, join, open_fs, shard_name, write_shard
+from c2fmae_data.format.categories import imagenet_wnid_to_index
+from c2fmae_data.format.schema import failed_record
+from c2fmae_data.format.manifest import build_manifest
+from c2fmae_data.format.fs import join, open_fs
+from c2fmae_data.format.shards import SHARD_DIR, iter_shard, shard_name, write_shard
 
-from .images import SourceImage
-from .listing import IMAGE_EXTS, Item, find_root, list_imagenet  # noqa: F401  (IMAGE_EXTS: re-export)
+from labeling.images import SourceImage
+from labeling.listing import IMAGE_EXTS, Item, find_root, list_imagenet  # noqa: F401  (IMAGE_EXTS: re-export)
 
 
 def list_images(images: str, split: str = "train", limit: "int | None" = None
@@ -52,7 +53,7 @@ def _kept_shards(out: str, split: str, shards: "list[list[Item]]",
                  overwrite: bool) -> "set[int]":
     """Indices of the shards already finished with exactly their planned keys. Refuses (before
     anything is labeled) a shard of another plan, or one past the planned count."""
-    from c2fmae_data.shards import list_shards, parse_shard_name
+    from c2fmae_data.format.shards import list_shards, parse_shard_name
 
     hint = ("(another --limit/--shard-size, or the folder changed); pass --overwrite to "
             "relabel, or use a new --out")

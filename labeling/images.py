@@ -1,6 +1,6 @@
 """CPU stage: bytes -> 8-bit RGB array (+ a model-sized copy), or a failed record with a reason.
 
-Decoding rules (docs/LABELING.md): exactly the training loader's (``c2fmae_data.source.upright``
+Decoding rules (docs/LABELING.md): exactly the training loader's (``c2fmae_data.loading.source.upright``
 and ``to_rgb``): EXIF orientation applied, so masks are stored at the size of the image as it
 should be displayed; CMYK / L / LA / P / RGBA / 16-bit / float converted to 8-bit RGB by one rule
 (alpha dropped; 16-bit values take their high byte). Refused: zero-byte, unreadable or truncated data, and
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from c2fmae_data.format import failed_record
-from c2fmae_data.source import sha256_hex, to_rgb, upright
+from c2fmae_data.format.schema import failed_record
+from c2fmae_data.loading.source import sha256_hex, to_rgb, upright
 
 DEFAULT_MAX_PIXELS = 50_000_000   # ~7000x7000: any real photo, not a decompression bomb
 DEFAULT_MAX_MODEL_SIDE = 1333     # Grounding DINO's longest edge; larger sources are shrunk once
@@ -106,7 +106,7 @@ def prepare(item: SourceImage, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                                      f"the limit of {max_pixels} (decompression-bomb guard; "
                                      f"raise max_pixels to accept it)", **base)
             img.load()
-            rgb = to_rgb8(upright(img))   # the loader decodes exactly so (c2fmae_data.source)
+            rgb = to_rgb8(upright(img))   # the loader decodes exactly so (c2fmae_data.loading.source)
     except Image.DecompressionBombError as e:
         return failed_record(item.key, f"refused by PIL's decompression-bomb guard: {e}", **base)
     except Exception as e:  # noqa: BLE001 - any decoder error is a per-image failure

@@ -17,18 +17,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from c2fmae_data.format import (STATUS_OK, encode_instance_png, encode_semantic_png,
+from c2fmae_data.format.schema import (STATUS_OK, encode_instance_png, encode_semantic_png,
                                 failed_record)
-from c2fmae_data.manifest import code_version
+from c2fmae_data.format.manifest import code_version
 
-from . import compose as C
-from .images import (DEFAULT_MAX_MODEL_SIDE, DEFAULT_MAX_PIXELS, Prepared, SourceImage,
+from labeling import compose as C
+from labeling.images import (DEFAULT_MAX_MODEL_SIDE, DEFAULT_MAX_PIXELS, Prepared, SourceImage,
                      model_copy, prepare)
-from .preflight import check_finite
-from .presets import (PRESET_POLICIES, TINY_RANDOM, TINY_RANDOM_POLICY, parse_preset,
-                      resolve_specs)
-from .prompts import DEFAULT_MAX_LEMMAS, class_prompt
-from .thresholds import ThresholdPolicy, select
+from labeling.preflight import check_finite
+from labeling.presets.catalog import (PRESET_POLICIES, TINY_RANDOM, TINY_RANDOM_POLICY,
+                                      parse_preset, resolve_specs)
+from labeling.detection.prompts import DEFAULT_MAX_LEMMAS, class_prompt
+from labeling.detection.thresholds import ThresholdPolicy, select
 
 __all__ = ["Labeler", "SourceImage", "Prepared", "PLACEHOLDER_WARNING"]
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Labeler:
         weights_dir, thresholds (ThresholdPolicy or dict), max_pixels, max_model_side,
         max_lemmas, detector / segmenter / semantic (hub id, local dir, 'oneformer', 'eomt',
         'sam-hq-official:<ckpt.pth>[:<model_type>]')."""
-        from .loading import _load, cached, load_tiny_random, torch_dtype
+        from labeling.presets.loading import _load, cached, load_tiny_random, torch_dtype
 
         bad = set(overrides) - _KNOWN
         if bad:
@@ -93,7 +93,7 @@ class Labeler:
         common = {k: overrides[k] for k in ("max_pixels", "max_model_side", "max_lemmas")
                   if overrides.get(k) is not None}
         if name == "fake":
-            from .fakes import FakeDetector, FakeSegmenter, FakeSemantic
+            from labeling.presets.fakes import FakeDetector, FakeSegmenter, FakeSemantic
 
             info = {r: {"kind": "fake", "latency_ms": latency}
                     for r in ("detector", "segmenter", "semantic")}
@@ -107,7 +107,7 @@ class Labeler:
             det, seg, sem, kinds = cached(
                 (name, device, precision, sem_choice),
                 lambda: load_tiny_random(device, precision, name, sem_choice))
-            info = {r: {"kind": k, "source": f"{name} (labeling/tiny_random.py)", "seed": 0}
+            info = {r: {"kind": k, "source": f"{name} (labeling/presets/tiny_random.py)", "seed": 0}
                     for r, k in kinds.items()}
             return cls(det, seg, sem, policy=policy or TINY_RANDOM_POLICY, preset=models,
                        device=device, precision=precision, models=info, placeholder=True,
@@ -126,7 +126,7 @@ class Labeler:
     def _pinned(spec, wdir) -> dict:
         if not wdir:
             return {}
-        from .weights import read_lock
+        from labeling.presets.weights import read_lock
 
         entry = read_lock(wdir).get("models", {}).get(spec.source, {})
         return {"weights_dir": str(wdir), "revision": entry.get("revision", spec.revision)}
@@ -170,7 +170,7 @@ class Labeler:
 
     def preflight(self) -> dict:
         """One generated image through every model, unisolated (labeling/preflight.py)."""
-        from .preflight import preflight
+        from labeling.preflight import preflight
 
         return preflight(self)
 

@@ -20,8 +20,8 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-from c2fmae_data.categories import imagenet_wnid_to_index
-from c2fmae_data.shards import join, open_fs
+from c2fmae_data.format.categories import imagenet_wnid_to_index
+from c2fmae_data.format.fs import join, open_fs
 
 IMAGE_EXTS = (".jpeg", ".jpg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff")
 

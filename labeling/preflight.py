@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from c2fmae_data.format import STATUS_OK
+from c2fmae_data.format.schema import STATUS_OK
 
 
 class PreflightError(ValueError):
@@ -45,7 +45,7 @@ def preflight(labeler) -> dict:
     """Label the preflight image with ``labeler``'s models; the record, or ``PreflightError``."""
     import cv2
 
-    from .images import SourceImage
+    from labeling.images import SourceImage
 
     png = cv2.imencode(".png", preflight_image()[:, :, ::-1])[1].tobytes()
     prep = labeler.prepare(SourceImage("preflight/preflight.png", "n01440764", 0, png))

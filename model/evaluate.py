@@ -4,11 +4,11 @@
 
 Folder layouts as the datasets are distributed:
 - ``imagenet-a`` / ``imagenet-r``: ``DIR/<wnid>/*.jpg`` over 200 wnids; logits restricted to the
-  200 classes through timm's shipped index files (``model.robustness.class_subset``);
+  200 classes through timm's shipped index files (``model.finetuning.robustness.class_subset``);
 - ``imagenet-sketch``: ``DIR/<wnid>/*.JPEG`` over the 1000 classes (the ``sketch/`` folder);
 - ``imagenet-c``: ``DIR/<corruption>/<severity>/<wnid>/*.JPEG`` (also accepted one level deeper,
   ``DIR/<category>/<corruption>/...``); top-1 per corruption and severity, CE per corruption and
-  mCE normalised by AlexNet (``model.robustness.mce``);
+  mCE normalised by AlexNet (``model.finetuning.robustness.mce``);
 - ``imagenet``: a plain ImageNet val folder ``DIR/<wnid>/*.JPEG`` (top-1 / top-5).
 
 Each run writes ``<checkpoint>_<benchmark>.json`` next to the checkpoint. Once A, R, Sketch and C
@@ -23,11 +23,11 @@ import os
 
 import torch
 
-from model.finetune import write_json
-from model.finetune_data import ImageFolderSplit, eval_transform
-from model.finetune_model import load_finetuned, topk_counts
-from model.robustness import (CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, class_subset, mce,
-                              robustness_score)
+from model.finetuning.engine import write_json
+from model.finetuning.data import ImageFolderSplit, eval_transform
+from model.finetuning.classifier import load_finetuned, topk_counts
+from model.finetuning.robustness import (CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, class_subset,
+                                         mce, robustness_score)
 
 BENCHMARKS = ("imagenet-a", "imagenet-r", "imagenet-sketch", "imagenet-c", "imagenet")
 SUMMARY_PARTS = ("imagenet-a", "imagenet-r", "imagenet-sketch", "imagenet-c")

@@ -25,7 +25,7 @@ import os
 import sys
 import uuid
 
-from . import checkpoint as ckpt
+from model.pretraining import checkpoint as ckpt
 
 META_FORMAT = "c2fmae-encoder"
 

@@ -19,7 +19,7 @@ consistently out of the RGB image and both maps (box on the map grid, scaled by 
 the RGB-only augmentations RandAugment / random erasing are not applied (they would desynchronise
 pixels and maps). Fine-tuning runs at the pretraining resolution. CutMix draws from numpy's
 global generator, as timm's Mixup, so a rerun resumes like ``model.finetune``
-(``model.finetune_resume``: epoch checkpoints with the step counter, every epoch seeded from
+(``model.finetuning.resume``: epoch checkpoints with the step counter, every epoch seeded from
 (seed, epoch, rank)).
 """
 from __future__ import annotations
@@ -34,14 +34,14 @@ import torch
 from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from timm.layers import trunc_normal_
 
-from model.config import ConfigError
-from model.finetune import cli as finetune_cli
-from model.finetune import (eval_json_path, finetune_parser, make_loader, make_optimizer,
-                            run_epochs, write_json)
-from model.finetune_config import accum_steps, load_finetune_config, scaled_lr
-from model.finetune_model import HEAD_INIT_STD, topk_counts
-from model.finetune_resume import check_file, resume, start_output
-from model.pretrain_utils import amp_dtype, check_data_paths, init_distributed
+from model.pretraining.config import ConfigError
+from model.finetuning.engine import (eval_json_path, finetune_parser, make_loader,
+                                     make_optimizer, run_cli, run_epochs, write_json)
+from model.finetuning.config import accum_steps, load_finetune_config, scaled_lr
+from model.finetuning.classifier import HEAD_INIT_STD, topk_counts
+from model.finetuning.resume import check_file, resume, start_output
+from model.pretraining.data import check_data_paths
+from model.pretraining.distributed import amp_dtype, init_distributed
 
 FORMAT = "c2fmae-multigranular-classifier"
 MAPS = ("instance", "semantic")
@@ -76,8 +76,8 @@ class MultiGranularClassifier(torch.nn.Module):
 
 def build_classifier(pretrained: str, num_classes: int, drop_path: float) -> MultiGranularClassifier:
     """Rebuild the C2FMAE of a pretraining checkpoint with ``drop_path`` and load it strictly."""
-    from model.c2fmae import C2FMAEConfig, C2FMAE, build_model
-    from model.checkpoint import load
+    from model.network.c2fmae import C2FMAEConfig, C2FMAE, build_model
+    from model.pretraining.checkpoint import load
 
     ck = load(pretrained)
     if ck.get("model_config") is not None:
@@ -113,7 +113,7 @@ def consistent_cutmix(batch: dict, alpha: float, num_classes: int, smoothing: fl
 
 
 def save(path: str, model, extra: dict) -> None:
-    from model.checkpoint import save_atomic
+    from model.pretraining.checkpoint import save_atomic
 
     m = getattr(model, "module", model)
     save_atomic({"format": FORMAT, "model": m.state_dict(), "num_classes": m.head.out_features,
@@ -121,7 +121,7 @@ def save(path: str, model, extra: dict) -> None:
 
 
 def load_classifier(path: str) -> "tuple[MultiGranularClassifier, dict]":
-    from model.c2fmae import C2FMAE, C2FMAEConfig
+    from model.network.c2fmae import C2FMAE, C2FMAEConfig
 
     ck = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
@@ -136,7 +136,7 @@ def make_dataset(args, split: str, train: bool, c, limit):
     """The multi-granular split at the pretrained model's size, mask stride and instance cap;
     errors that a flag fixes are ConfigErrors naming it."""
     from c2fmae_data import ImageNetMultiGranular
-    from c2fmae_data.format import FormatError
+    from c2fmae_data.format.schema import FormatError
 
     try:
         ds = ImageNetMultiGranular(args.data, args.imagenet_root, split,
@@ -151,10 +151,9 @@ def make_dataset(args, split: str, train: bool, c, limit):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = finetune_parser("python -m model.multigranular_ft",
+    p = finetune_parser("python -m model.multigranular_ft", __doc__.split("\n")[0],
                         "pretraining checkpoint (model.pretrain last.pt); required unless "
                         "--eval-only", "out/finetune_mg", "classifier")
-    p.description = __doc__.split("\n")[0]
     p.add_argument("--data", required=True, help="multi-granular dataset root (manifest.json)")
     p.add_argument("--imagenet-root", help="image folder when the dataset does not embed images "
                                            "(default: none)")
@@ -253,7 +252,7 @@ def fit(args, cfg: dict, model, to_dev, evaluate, ckpt: str, rank: int, world: i
 
 def cli(argv=None) -> int:
     """``python -m model.multigranular_ft``: exit 2 with one line for what the user must fix."""
-    return finetune_cli(argv, entry=main)
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

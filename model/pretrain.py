@@ -23,22 +23,24 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset
 
-from c2fmae_data.source import SampleError
+from c2fmae_data.loading.source import SampleError
 
-from . import checkpoint as ckpt
-from .config import ConfigError, derive, dump_yaml, load_config
-from .optim import build_optimizer
-from .pretrain_engine import NonFiniteLossError, Run, Schedule, train_one_epoch
-from .pretrain_hooks import Hooks, build_probe_sets, dataset_for_panels  # noqa: F401
-from .pretrain_utils import (Logger, autocast_ctx, build_dataset, build_sampler,
-                             check_replicas, init_distributed, make_loader, param_digest)
+from model.pretraining import checkpoint as ckpt
+from model.pretraining.config import ConfigError, derive, dump_yaml, load_config
+from model.pretraining.optim import build_optimizer
+from model.pretraining.engine import NonFiniteLossError, Run, Schedule, train_one_epoch
+from model.pretraining.hooks import Hooks, build_probe_sets, dataset_for_panels  # noqa: F401
+from model.pretraining.data import build_dataset, build_sampler, make_loader
+from model.pretraining.distributed import (autocast_ctx, check_replicas, init_distributed,
+                                           param_digest)
+from model.pretraining.logs import Logger
 
 __all__ = ["train", "main", "build_dataset", "build_run", "NonFiniteLossError", "param_digest"]
 
 
 # ----------------------------------------------------------------------------- setup
 def build_run_model(cfg: dict):
-    from .c2fmae import build_model
+    from model.network.c2fmae import build_model
 
     return build_model(cfg["model"]["name"], **(cfg["model"]["overrides"] or {}))
 
@@ -212,7 +214,7 @@ def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=
 
 # ----------------------------------------------------------------------------- CLI
 def parse_args(argv=None) -> argparse.Namespace:
-    from .config import shipped_configs
+    from model.pretraining.config import shipped_configs
 
     p = argparse.ArgumentParser(prog="python -m model.pretrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -58,7 +58,7 @@ def skimage_folder(dest: Path) -> Path:
     from PIL import Image
     from skimage import data
 
-    from c2fmae_data.categories import imagenet_lemmas, imagenet_wnids
+    from c2fmae_data.format.categories import imagenet_lemmas, imagenet_wnids
 
     by_lemma = {lem.lower(): i for i, lems in enumerate(imagenet_lemmas()) for lem in lems}
     for name, lemma in SKIMAGE_PHOTOS.items():
@@ -76,7 +76,7 @@ def step(title: str) -> None:
 
 
 def check_verify(root: str, imagenet_root: "str | None") -> None:
-    from c2fmae_data.verify import verify
+    from c2fmae_data.tools.verify import verify
 
     rep = verify(root, imagenet_root=imagenet_root, full=True)
     print(rep.text(), flush=True)
@@ -85,7 +85,7 @@ def check_verify(root: str, imagenet_root: "str | None") -> None:
 
 
 def show(root: str, grid: Path, imagenet_root: "str | None") -> None:
-    from c2fmae_data.inspection import dataset_stats, draw_grid, format_stats
+    from c2fmae_data.tools.inspection import dataset_stats, draw_grid, format_stats
 
     print(format_stats(dataset_stats(root)), flush=True)
     draw_grid(root, str(grid), n=8, imagenet_root=imagenet_root)
@@ -112,8 +112,9 @@ def load_one_batch(root: str, imagenet_root: "str | None") -> None:
 def fixed_set(src: str, dst: str, n: int) -> int:
     """Copy the first ``n`` ok rows of ``src`` into a one-shard dataset ``dst`` (labels-only rows
     stay labels-only: the same --imagenet-root reads them); returns the row count."""
-    from c2fmae_data.manifest import build_manifest
-    from c2fmae_data.shards import iter_shard, join, list_shards, open_fs, shard_meta, write_shard
+    from c2fmae_data.format.manifest import build_manifest
+    from c2fmae_data.format.fs import join, open_fs
+    from c2fmae_data.format.shards import iter_shard, list_shards, shard_meta, write_shard
 
     fs, base = open_fs(src)
     rows, meta = [], {}
@@ -166,7 +167,7 @@ def run_demo(args) -> int:
     coco = shared / "coco-tiny"
     if (coco / "annotations" / "instances_val2017.json").exists() and not args.images:
         step("3/6 real ground truth: convert-coco on coco-tiny")
-        from c2fmae_data.coco import convert_coco
+        from c2fmae_data.tools.coco import convert_coco
 
         coco_root = out / "coco-tiny"
         convert_coco(str(coco_root), images_dir=str(coco / "val2017"), split="train",

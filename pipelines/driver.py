@@ -17,8 +17,8 @@ from typing import Any, Callable
 import ray
 from ray.exceptions import RayActorError
 
-from .plan import Item, Plan, batches
-from .stages import crashed_item_record, short_error
+from pipelines.plan import Item, Plan, batches
+from pipelines.stages import crashed_item_record, short_error
 
 MAX_ATTEMPTS = 2   # tries of one batch (or one image) before it is split (or marked failed)
 REVIVE_TIMEOUT_S = 1800   # a restarted worker must load its models within this time

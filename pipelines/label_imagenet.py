@@ -18,11 +18,13 @@ from typing import Any
 if __package__ in (None, ""):   # run as a script: make the repository's packages importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from c2fmae_data.index import load_shard_rows  # noqa: E402
-from c2fmae_data.manifest import build_manifest  # noqa: E402
-from c2fmae_data.shards import ShardInfo, join, open_fs  # noqa: E402
+from c2fmae_data.format.index import load_shard_rows  # noqa: E402
+from c2fmae_data.format.manifest import build_manifest  # noqa: E402
+from c2fmae_data.format.fs import join, open_fs
+from c2fmae_data.format.shards import ShardInfo  # noqa: E402
 
-from pipelines.plan import STATE_DIR, PlanError, check_resumable, make_plan, parse_classes, save_plan  # noqa: E402,E501
+from pipelines.plan import (STATE_DIR, PlanError, check_resumable, make_plan, parse_classes,
+                            save_plan)  # noqa: E402,E501
 from pipelines.report import format_summary, write_summary  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def validate(args) -> None:
     """Check every argument that needs no listing, before anything starts (Ray included)."""
-    from labeling.presets import parse_preset
+    from labeling.presets.catalog import parse_preset
 
     try:
         parse_preset(args.models)

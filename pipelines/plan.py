@@ -17,10 +17,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from c2fmae_data.categories import imagenet_wnid_to_index, imagenet_wnids
-from c2fmae_data.format import FORMAT_VERSION
-from c2fmae_data.manifest import write_json_atomic
-from c2fmae_data.shards import join, list_shards, open_fs, parse_shard_name, shard_meta
+from c2fmae_data.format.categories import imagenet_wnid_to_index, imagenet_wnids
+from c2fmae_data.format.schema import FORMAT_VERSION
+from c2fmae_data.format.manifest import write_json_atomic
+from c2fmae_data.format.fs import join, open_fs
+from c2fmae_data.format.shards import list_shards, parse_shard_name, shard_meta
 from labeling.listing import Item, Listing, list_imagenet  # noqa: F401  (Item: re-export)
 
 PLAN_VERSION = 1

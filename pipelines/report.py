@@ -10,8 +10,9 @@ import collections
 import json
 from typing import Any
 
-from c2fmae_data.manifest import write_json_atomic
-from c2fmae_data.shards import iter_shard, join, list_shards, open_fs
+from c2fmae_data.format.manifest import write_json_atomic
+from c2fmae_data.format.fs import join, open_fs
+from c2fmae_data.format.shards import iter_shard, list_shards
 
 SUMMARY = "summary.json"
 THRESHOLD_BIN = 0.05

@@ -17,12 +17,13 @@ from typing import Any, Sequence
 
 import ray
 
-from c2fmae_data.format import STATUS_OK, failed_record
-from c2fmae_data.index import save_shard_rows
-from c2fmae_data.manifest import write_json_atomic
-from c2fmae_data.shards import join, open_fs, write_shard
+from c2fmae_data.format.schema import STATUS_OK, failed_record
+from c2fmae_data.format.index import save_shard_rows
+from c2fmae_data.format.manifest import write_json_atomic
+from c2fmae_data.format.fs import join, open_fs
+from c2fmae_data.format.shards import write_shard
 
-from .plan import STATE_DIR, Item
+from pipelines.plan import STATE_DIR, Item
 
 CRASH_KEY_ENV = "C2FMAE_PIPELINE_CRASH_KEY"
 CRASH_FLAG_ENV = "C2FMAE_PIPELINE_CRASH_FLAG"

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from c2fmae_data.categories import imagenet_wnid_to_index
-from c2fmae_data.format import (STATUS_OK, encode_instance_png, encode_semantic_png,
+from c2fmae_data.format.categories import imagenet_wnid_to_index
+from c2fmae_data.format.schema import (STATUS_OK, encode_instance_png, encode_semantic_png,
                                 failed_record, make_instances)
-from c2fmae_data.manifest import build_manifest
-from c2fmae_data.shards import write_shard
-from c2fmae_data.source import decode_rgb
+from c2fmae_data.format.manifest import build_manifest
+from c2fmae_data.format.shards import write_shard
+from c2fmae_data.loading.source import decode_rgb
 
 WNID = "n01440764"  # class index 0 in timm's order
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from model.config import load_config
+from model.pretraining.config import load_config
 
 # the test-size C2FMAE at 64 px: 4x4 patches per granularity, 16x16 label maps
 TINY_MODEL = ["model.name=c2fmae_vit_test", "model.overrides.img_size=64",
@@ -21,7 +21,7 @@ def tiny_config(root, *extra: str, steps: int = 4, batch: int = 2, total: int = 
 
 def config_file(cfg: dict, tmp_path) -> str:
     """``cfg`` written as tmp_path/run.yaml, for a run in a subprocess; returns its path."""
-    from model.config import dump_yaml
+    from model.pretraining.config import dump_yaml
 
     path = str(tmp_path / "run.yaml")
     with open(path, "w") as f:

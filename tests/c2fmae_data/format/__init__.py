@@ -1,0 +1,1 @@
+"""Tests of ``c2fmae_data.format``."""
