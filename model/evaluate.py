@@ -128,7 +128,7 @@ def update_summary(checkpoint: str) -> "dict | None":
     return summary
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="fine-tuned checkpoint (model.finetune)")
     p.add_argument("--benchmark", required=True, choices=BENCHMARKS)
@@ -139,7 +139,11 @@ def main(argv=None) -> dict:
     p.add_argument("--limit", type=int, default=None, help="images per folder (smoke runs)")
     p.add_argument("--corruptions", nargs="*", default=None, help="ImageNet-C subset")
     p.add_argument("--amp", choices=("auto", "bf16", "none"), default="auto")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
     model, ck = load_finetuned(args.checkpoint)
     img = args.img_size or int(ck["timm_kwargs"].get("img_size", 224))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -13,8 +13,7 @@ patches visible; the RGB granularity embedding is folded into ``pos_embed``). ``
 or by hand, with only timm and safetensors:
 
     meta = safetensors.safe_open(path, "pt").metadata()
-    vit = timm.create_model(meta["timm_model"], num_classes=0, global_pool="avg",
-                            **json.loads(meta["timm_kwargs"]))
+    vit = timm.create_model(meta["timm_model"], **json.loads(meta["timm_kwargs"]))
     vit.load_state_dict(safetensors.torch.load_file(path))
 """
 from __future__ import annotations
@@ -88,12 +87,16 @@ def create_timm_model(path: str, **overrides):
     return model
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="pretraining checkpoint (last.pt / checkpoint-EEEE.pt)")
     p.add_argument("out", help="output .safetensors file")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         meta = export_checkpoint(args.checkpoint, args.out)
     except (ckpt.CheckpointError, KeyError, RuntimeError) as e:

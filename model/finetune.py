@@ -15,6 +15,7 @@ and redoes the epoch it was killed in exactly (``model.finetuning.resume``).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -34,14 +35,18 @@ from model.pretraining.distributed import amp_dtype, init_distributed
 CHECKPOINT = "checkpoint.pth"
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = finetune_parser("python -m model.finetune", __doc__.split("\n")[0],
                         "encoder .safetensors (model.export) or pretraining checkpoint "
                         "(default: none, random initialisation)", "out/finetune",
                         "fine-tuned checkpoint")
     p.add_argument("--imagenet-root", help="folder with <train_split>/ and <val_split>/ wnid "
                                            "dirs (data.imagenet_root; required)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def read_pretrained(path: str):

@@ -150,14 +150,18 @@ def make_dataset(args, split: str, train: bool, c, limit):
     return torch.utils.data.Subset(ds, range(min(limit, len(ds)))) if limit else ds
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = finetune_parser("python -m model.multigranular_ft", __doc__.split("\n")[0],
                         "pretraining checkpoint (model.pretrain last.pt); required unless "
                         "--eval-only", "out/finetune_mg", "classifier")
     p.add_argument("--data", required=True, help="multi-granular dataset root (manifest.json)")
     p.add_argument("--imagenet-root", help="image folder when the dataset does not embed images "
                                            "(default: none)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def check_inputs(args) -> str:

@@ -213,7 +213,17 @@ def train(cfg: dict, output_dir: str, *, resume: "str | None" = "auto", dataset=
 
 
 # ----------------------------------------------------------------------------- CLI
-def parse_args(argv=None) -> argparse.Namespace:
+#: shortcut flags -> the config key they set
+FLAGS = {"--epochs": ("optim.epochs", int), "--warmup-epochs": ("optim.warmup_epochs", int),
+         "--total-batch": ("optim.total_batch", int),
+         "--batch-per-gpu": ("optim.batch_per_gpu", int),
+         "--base-lr": ("optim.base_lr", float), "--lr": ("optim.lr", float),
+         "--max-steps": ("train.max_steps", int), "--seed": ("train.seed", int),
+         "--num-workers": ("data.num_workers", int), "--amp": ("train.amp", str),
+         "--model": ("model.name", str)}
+
+
+def build_parser() -> argparse.ArgumentParser:
     from model.pretraining.config import shipped_configs
 
     p = argparse.ArgumentParser(prog="python -m model.pretrain", description=__doc__,
@@ -232,22 +242,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: %(default)s)")
     p.add_argument("--device", default="auto",
                    help="auto (cuda when available) | cpu | cuda (default: %(default)s)")
-    flags = {"--epochs": ("optim.epochs", int), "--warmup-epochs": ("optim.warmup_epochs", int),
-             "--total-batch": ("optim.total_batch", int),
-             "--batch-per-gpu": ("optim.batch_per_gpu", int),
-             "--base-lr": ("optim.base_lr", float), "--lr": ("optim.lr", float),
-             "--max-steps": ("train.max_steps", int), "--seed": ("train.seed", int),
-             "--num-workers": ("data.num_workers", int), "--amp": ("train.amp", str),
-             "--model": ("model.name", str)}
-    for flag, (key, typ) in flags.items():
+    for flag, (key, typ) in FLAGS.items():
         p.add_argument(flag, type=typ, help=f"sets {key} (default: the config's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set train.panels_every_epochs=5 "
                         "(repeatable)")
     p.add_argument("--print-config", action="store_true", help="print the final config and exit")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     args.overrides = [f"{key}={getattr(args, flag[2:].replace('-', '_'))}"
-                      for flag, (key, _) in flags.items()
+                      for flag, (key, _) in FLAGS.items()
                       if getattr(args, flag[2:].replace("-", "_")) is not None]
     if args.data:
         args.overrides.append(f"data.root={args.data}")
