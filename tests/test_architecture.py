@@ -16,8 +16,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("c2fmae_data", "labeling", "pipelines", "model", "bench")
 #: who may import whom across the top-level packages (tests may import anything)
-CROSS = {"c2fmae_data": set(), "labeling": {"c2fmae_data"}, "pipelines": {"labeling", "c2fmae_data"},
-         "model": {"c2fmae_data"}, "bench": {"c2fmae_data", "labeling", "pipelines", "model", "tests"}}
+CROSS = {"c2fmae_data": set(), "labeling": {"c2fmae_data"},
+         "pipelines": {"labeling", "c2fmae_data"}, "model": {"c2fmae_data"},
+         "bench": {"c2fmae_data", "labeling", "pipelines", "model", "tests"}}
 #: per package, units from the bottom layer up; a unit is a sub-package or a top-level module
 LAYERS = {
     "c2fmae_data": [["format"], ["loading"], ["tools"], ["label_eval"], ["cli", "__init__"]],
