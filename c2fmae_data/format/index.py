@@ -26,6 +26,7 @@ from c2fmae_data.format.bounds import (MAX_INDEX_BYTES, MAX_METADATA_BYTES, MAX_
                                        FormatError, is_count, loads_bounded, read_capped)
 from c2fmae_data.format.parquet_guard import (cast_columns, check_columns, check_keys,
                                               open_parquet, read_columns, row_group_sizes)
+from c2fmae_data.format.fs import inside_root, sha256_file
 from c2fmae_data.format.schema import FORMAT_VERSION
 from c2fmae_data.format.schema import SCHEMA as SHARD_SCHEMA
 
@@ -224,14 +225,16 @@ def index_problems(fs, base: str, ent: "dict[str, Any]", entries: "Sequence[dict
     """What ``verify`` finds wrong with a split's index: missing, size or sha256 not as listed,
     not agreeing with the manifest, or per shard other keys/statuses/class indices/row groups than
     the shard (``digests``: ``rows_digest`` of each shard's own columns, None when unreadable)."""
-    from c2fmae_data.format.fs import join, sha256_file
-
-    rel, path = ent["file"], join(base, ent["file"])
+    rel = ent["file"]
     fix = "(rebuild it with `c2fmae-data manifest ROOT`)"
-    if not fs.exists(path):
-        return [f"{rel}: index missing (listed in the manifest) {fix}"]
+    try:
+        path = inside_root(fs, base, rel)
+        if not fs.exists(path):
+            return [f"{rel}: index missing (listed in the manifest) {fix}"]
+        sha, size = sha256_file(fs, path)
+    except (FormatError, OSError) as e:
+        return [f"{rel}: unreadable: {e}"]
     probs = []
-    sha, size = sha256_file(fs, path)
     if size != int(ent["bytes"]) or sha != ent["sha256"]:
         probs.append(f"{rel}: {size} bytes, sha256 {sha[:16]}... != manifest {ent['bytes']} "
                      f"bytes, {str(ent['sha256'])[:16]}... (corrupted or stale) {fix}")

@@ -78,11 +78,11 @@ def open_parquet(source, name: str, *, pre_buffer: bool = False, checksums: bool
     """A ``ParquetFile`` over ``source`` (a pyarrow NativeFile or a binary file object) whose
     footer and row-group layout are within ``bounds``; FormatError naming ``name`` otherwise.
     ``checksums``: verify the page CRCs our writer stores (cheap; readers of every column)."""
-    with guard(name, "not a readable Parquet file"):
+    with guard(name, "unreadable Parquet file"):
         try:
             _footer_length(source, _file_size(source))
         except FormatError as e:
-            raise FormatError(f"{name}: not a readable Parquet file: {e}") from None
+            raise FormatError(f"{name}: unreadable Parquet file: {e}") from None
         pf = pq.ParquetFile(source, pre_buffer=pre_buffer, page_checksum_verification=checksums,
                             thrift_string_size_limit=MAX_METADATA_BYTES,
                             thrift_container_size_limit=MAX_ROW_GROUPS)
