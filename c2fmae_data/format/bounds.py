@@ -50,14 +50,39 @@ MAX_JSON_DEPTH = 32
 MAX_CARD_BYTES = 1 << 20
 
 
+def _remaining(f) -> "int | None":
+    """Bytes left in the open file ``f`` when it can tell (fsspec's ``size``, or by seeking)."""
+    try:
+        size = getattr(f, "size", None)
+        size = size() if callable(size) else size
+        pos = f.tell()
+        if size is None:
+            size = f.seek(0, 2)
+            f.seek(pos)
+        return max(0, int(size) - int(pos))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def read_capped(f, limit: int, what: str) -> bytes:
-    """All bytes of the open binary file ``f``, refused (FormatError naming ``what``) when there
-    are more than ``limit``: reads at most ``limit + 1`` bytes."""
-    data = f.read(limit + 1)
-    if len(data) > limit:
-        raise FormatError(f"{what}: larger than {limit} bytes, the bound for it (docs/FORMAT.md "
-                          f"section 12)")
-    return data
+    """The rest of the open binary file ``f``, refused (FormatError naming ``what``) when it holds
+    more than ``limit`` bytes. Never allocates more than the file holds (``f.read(limit + 1)``
+    would allocate ``limit`` bytes up front)."""
+    size = _remaining(f)
+    if size is not None and size > limit:
+        raise FormatError(f"{what}: {size} bytes, larger than the bound for it ({limit}; "
+                          "docs/FORMAT.md section 12)")
+    chunks, n = [], 0
+    while True:   # one read when the size is known; bounded chunks when it is not
+        b = f.read(size + 1 if size is not None and n == 0 else 1 << 20)
+        if not b:
+            break
+        chunks.append(b)
+        n += len(b)
+        if n > limit:
+            raise FormatError(f"{what}: larger than the bound for it ({limit} bytes; "
+                              "docs/FORMAT.md section 12)")
+    return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
 
 def json_depth(obj: Any) -> int:

@@ -73,13 +73,18 @@ class ImageNetMultiGranular(MultiGranularBase, Dataset):
         index %= n
         if self.on_error == "raise":
             return self._get(index)
+        last = None
         for attempt in range(min(n, 100)):
             i = (index + attempt) % n
             try:
                 return self._get(i)
             except (SampleError, FormatError) as e:
                 self._skip(self.key(i), e)
-        raise SampleError(self.key(index), "this and the next 99 samples all failed")
+                last = e
+        why = f"this and the next {min(n, 100) - 1} samples all failed; the last: {last}"
+        if isinstance(last, FormatError):
+            raise FormatError(f"{self.key(index)}: {why}")
+        raise SampleError(self.key(index), why)
 
     def __repr__(self):
         return (f"ImageNetMultiGranular(root={self.root!r}, split={self.split!r}, n={len(self)}, "

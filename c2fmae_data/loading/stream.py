@@ -146,8 +146,11 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
             if tok not in rows:
                 u = int(self._unit_of[tok])
                 shard, group, _ = self.units[u]
-                table = self._row_group(shard, group)
-                rows.update((i, self._row(i, table)) for i in need.pop(u))
+                try:
+                    table = self._row_group(shard, group)
+                    rows.update((i, self._row(i, table)) for i in need.pop(u))
+                except FormatError as e:   # every row of it fails (raised or skipped later)
+                    rows.update((i, {"key": self.key(i), "_error": e}) for i in need.pop(u))
             yield rows.pop(tok)
 
     def _tokens(self, units: "list[int]"):
@@ -203,6 +206,8 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
             if limit is not None and produced >= limit:
                 break
             try:
+                if "_error" in row:
+                    raise row["_error"]
                 sample = self.make_sample(row, self.sample_rng(row["key"]))  # per-sample RNG
             except (SampleError, FormatError) as e:
                 if self.on_error == "raise":
@@ -210,7 +215,10 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
                 self._skip(row["key"], e)
                 failed_run += 1
                 if failed_run >= len(order):   # a whole lap without one good sample
-                    raise SampleError(row["key"], "every row of this reader failed") from None
+                    why = f"every row of this reader failed; the last: {e}"
+                    if isinstance(e, FormatError):
+                        raise FormatError(f"{row['key']}: {why}") from None
+                    raise SampleError(row["key"], why) from None
                 continue
             produced, failed_run = produced + 1, 0
             yield sample
