@@ -84,7 +84,7 @@ def open_parquet(source, name: str, *, pre_buffer: bool = False, checksums: bool
         except FormatError as e:
             raise FormatError(f"{name}: unreadable Parquet file: {e}") from None
         pf = pq.ParquetFile(source, pre_buffer=pre_buffer, page_checksum_verification=checksums,
-                            thrift_string_size_limit=MAX_METADATA_BYTES,
+                            thrift_string_size_limit=MAX_FOOTER_BYTES,
                             thrift_container_size_limit=MAX_ROW_GROUPS)
         pf.schema_arrow   # noqa: B018 - a schema Arrow cannot map fails here, not later
         check_layout(pf.metadata, name)

@@ -56,15 +56,18 @@ def _with_retries(what: str, fn: Callable[[int], Any], retries: int, backoff: fl
     for attempt in range(retries + 1):
         try:
             return fn(attempt)
+        except FormatError:   # the bytes break the format: fetching again will not help
+            raise
         except (OSError, ValueError, DownloadError) as e:  # requests errors are OSErrors
             if attempt == retries:
                 raise DownloadError(f"{what}: failed after {retries + 1} attempts: {e}") from e
             time.sleep(min(backoff * 2 ** attempt, 30.0))
 
 
-def read_remote(url: str, *, timeout: float = 60, limit: int = MAX_MANIFEST_BYTES) -> bytes:
-    """The bytes at ``url``, refused (FormatError) past ``limit``: a hostile server cannot make
-    the reader hold more."""
+def read_remote(url: str, *, timeout: float = 60, limit: "int | None" = None) -> bytes:
+    """The bytes at ``url``, refused (FormatError) past ``limit`` (default: the manifest bound):
+    a hostile server cannot make the reader hold more."""
+    limit = MAX_MANIFEST_BYTES if limit is None else limit
     if _is_http(url):
         import requests
 
@@ -218,6 +221,10 @@ def download(url: str, dest: str, *, workers: int = 4, retries: int = 5, backoff
     entries = [e for sp, s in m["splits"].items() if split in (None, sp) for e in s["shards"]]
     entries += [s["index"] for sp, s in m["splits"].items()   # format 1.2: fetched like a shard
                 if split in (None, sp) and s.get("index")]
+    local = fsspec_local()
+    for e in entries:   # before anything is written: no symlink in DEST leads out of it
+        for suffix in ("", PART):
+            inside_root(local, dest, safe_relpath(e["file"]) + suffix)
     os.makedirs(dest, exist_ok=True)
     bar = None
     if progress:
