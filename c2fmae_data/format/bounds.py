@@ -21,8 +21,8 @@ class FormatError(ValueError):
 
 #: mask sides in pixels: 1..MAX_MASK_SIDE (PNG allows 2^31-1)
 MAX_MASK_SIDE = 65535
-#: width x height of a mask: 2^27 = 134M pixels (16384 x 8192; the largest ImageNet image is
-#: far below; PIL refuses to decode RGB images above 179M pixels by default anyway)
+#: width x height of a mask: 2^27 = 134M pixels (16384 x 8192; far above real ImageNet/COCO
+#: images; PIL refuses to decode RGB images above 179M pixels by default anyway)
 MAX_MASK_PIXELS = 1 << 27
 #: instance ids and metadata rows per image (the 16-bit map's range)
 MAX_INSTANCES = 65535
