@@ -75,8 +75,8 @@ def _image(row: "dict[str, Any]", source: ImageSource, where: str):
             # is the reason it failed, so say both
             raise SampleError(key, f"labeling failed ({row.get('reason') or '?'}) and "
                                    f"{why}") from None
-        if source.uses_image_bytes and row.get("image_bytes") is not None:
-            raise RowFormatError(where, key, "image_bytes", why) from None   # the dataset's
+        if source.uses_image_bytes:   # the bytes (or their absence) are the dataset's
+            raise RowFormatError(where, key, "image_bytes", why) from None
         raise
 
 

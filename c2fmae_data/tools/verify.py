@@ -98,6 +98,7 @@ class _Verifier:
         self._source_fs = None   # (fs, base) of imagenet_root, opened on first use
         self._top_dirs: dict[str, bool] = {}   # key's first folder -> present under the root
         self.full, self.workers = full, max(1, int(workers))
+        self.self_contained = False   # the manifest's word: then every ok row has image_bytes
         self.first_key = None
         self.key_hashes: list[np.ndarray] = []
         self.key_shard: list[np.ndarray] = []
@@ -132,6 +133,7 @@ class _Verifier:
         except FormatError as e:
             self.problem(f"{MANIFEST}: {e}")
             return self.report
+        self.self_contained = manifest.get("self_contained") is True
         present, _ = self.listed_files()
         listed = []
         for split, s in manifest["splits"].items():
@@ -167,7 +169,8 @@ class _Verifier:
     # ------------------------------------------------------------------ shards in parallel
     def shard_results(self, split: str, entries: list) -> Iterator["dict[str, Any]"]:
         """One ``_check_one`` result per entry, in entry order; ``workers`` processes."""
-        args = [(self.report.root, self.imagenet_root, self.full, split, e) for e in entries]
+        args = [(self.report.root, self.imagenet_root, self.full, split, e, self.self_contained)
+                for e in entries]
         if self.workers <= 1 or len(entries) <= 1:
             yield from (_check_one(*a) for a in args)
             return
@@ -239,6 +242,8 @@ class _Verifier:
         if missing:
             self.problem(f"{rel}: lacks columns {missing}")
             return prev_last
+        if self.self_contained and "image_bytes" not in pf.schema_arrow.names:
+            self.problem(f"{rel}: lacks column image_bytes (the manifest says self_contained)")
         wrong = column_problems(pf.schema_arrow, SCHEMA)
         for p in wrong:
             self.problem(f"{rel}: {p} (readers refuse its rows; rewrite the shard)")
@@ -260,9 +265,8 @@ class _Verifier:
             for c in ("instance_png", "semantic_png"):
                 rec.setdefault(c, None)
             probs = check_record(rec, decode=self.full)
-            if self.full and rec.get("image_bytes") is not None and rec.get("status") == STATUS_OK:
-                if hashlib.sha256(rec["image_bytes"]).hexdigest() != rec.get("source_sha256"):
-                    probs.append("image_bytes do not match source_sha256")
+            if self.full and rec.get("status") == STATUS_OK:
+                probs += self.image_bytes_problems(rec)
             if (self.imagenet_root is not None and rec.get("status") == STATUS_OK
                     and not any(p.startswith("invalid key") for p in probs)):
                 probs += self.check_source(rec)
@@ -293,6 +297,15 @@ class _Verifier:
         self.digest = rows_digest(seen, [md.row_group(g).num_rows
                                           for g in range(md.num_row_groups)])
         return last if last is not None else prev_last
+
+    def image_bytes_problems(self, rec: "dict[str, Any]") -> "list[str]":
+        data = rec.get("image_bytes")
+        if data is None:
+            return (["image_bytes missing on an ok row of a self-contained dataset"]
+                    if self.self_contained else [])
+        if hashlib.sha256(data).hexdigest() != rec.get("source_sha256"):
+            return ["image_bytes do not match source_sha256"]
+        return []
 
     def check_source(self, rec: "dict[str, Any]") -> "list[str]":
         if self._source_fs is None:
@@ -361,9 +374,10 @@ class _Verifier:
 
 
 def _check_one(root: str, imagenet_root: "str | None", full: bool, split: str,
-               e: "dict[str, Any]") -> "dict[str, Any]":
+               e: "dict[str, Any]", self_contained: bool = False) -> "dict[str, Any]":
     """Everything verify learns from one shard alone (run in a worker process)."""
     v = _Verifier(root, imagenet_root, full)
+    v.self_contained = self_contained
     last = v.check_shard(split, e, None)
     r = v.report
     return {"problems": r.problems, "warnings": r.warnings, "shards": r.shards, "rows": r.rows,

@@ -144,3 +144,24 @@ def test_a_png_bomb_stays_within_a_memory_cap_in_every_reader(tmp_path):
                            "1230 bytes, the size 40x30 allows")
     assert out["map"].startswith("{'rgb'")            # a crop reads a prefix: capped, fine
     assert "inflates past 1230 bytes" in out["verify"] and "MemoryError" not in r.stderr
+
+
+def test_self_contained_rows_without_image_bytes_are_named(tmp_path):
+    """Found by the fuzzer: a footer bit flip renamed the column image_bytes; verify accepted the
+    self-contained set while the loader could not read one image."""
+    import pyarrow.parquet as pq
+
+    from tests.c2fmae_data.format.test_untrusted_parquet import relist
+
+    keys = hostile_dataset(tmp_path, lambda i, rec: None)
+    t = pq.read_table(tmp_path / SHARD)
+    pq.write_table(t.rename_columns([c.replace("image_bytes", "hmage_bytes")
+                                     for c in t.column_names]), tmp_path / SHARD)
+    relist(tmp_path, SHARD)
+    probs = verify(str(tmp_path), full=True, workers=1).problems
+    assert f"{SHARD}: lacks column image_bytes (the manifest says self_contained)" in probs
+    assert f"{SHARD}: {keys[0]!r}: image_bytes missing on an ok row of a self-contained " \
+           "dataset" in probs
+    with pytest.raises(FormatError, match=rf"row 0: key {keys[0]!r}: image_bytes: row has no "
+                                          "image_bytes"):
+        ImageNetMultiGranular(tmp_path, **SMALL)[0]
