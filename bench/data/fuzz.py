@@ -5,8 +5,8 @@ and on a real one, with the tools (inspect, eval-labels rows, manifest rebuild) 
 
 Each target runs in a child process (``tests/_fuzz.py``: RLIMIT_AS 256 MiB above the child's
 footprint, a 60 s watchdog per case). The rules are the suite's: a reader ends in a clean read of
-unchanged data or a FormatError (verify: a report), unchanged data unless verify --full reports a
-crafted change, a loader FormatError always matched by a verify --full problem. Outcome counts go
+unchanged data or a FormatError (verify: a report); changed data only after a crafted (not a
+corrupting) mutation; a loader FormatError always matched by a verify --full problem. Outcome counts go
 to the ``fuzz`` section of docs/benchmarks.md; a broken rule stops the run (exit 1) with the case.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.report import write_section  # noqa: E402
 
-READERS = ("map", "full", "stream", "skip", "stream_skip", "verify_quick", "verify_full",
+READERS = ("map", "full", "stream", "skip", "stream_skip", "failed", "verify_quick", "verify_full",
            "inspect", "eval-rows", "manifest")
 
 
@@ -71,8 +71,10 @@ def main(argv=None) -> int:
                            res, secs))
     body = ("### Fuzzer: outcomes of seeded mutations (`bench/data/fuzz.py`)\n\n"
             "Outcomes: `clean` = the loader returned exactly the reference samples; `changed` = "
-            "different samples, allowed only after a crafted mutation that verify --full "
-            "reports; `FormatError` = refused with one line; verify: `ok` / `problems`; tools: "
+            "different samples, allowed only after a crafted mutation (well-formed bytes written "
+            "on purpose, e.g. two same-size semantic maps swapped: a valid dataset with other "
+            "labels), never after a corruption; `FormatError` = refused with one line, always "
+            "matched by a verify --full problem; verify: `ok` / `problems`; tools: "
             "`ok` / `FormatError`. Any other exception, a hang (60 s) or memory past the cap "
             "would have stopped the run.\n\n" + "\n".join(parts))
     if args.no_write:

@@ -27,7 +27,7 @@ from c2fmae_data.format.index import SCAN_COLUMNS, load_index, split_by_shard
 from c2fmae_data.format.manifest import load_manifest, safe_relpath
 from c2fmae_data.format.parquet_guard import (check_columns, check_keys, open_parquet,
                                               read_columns, read_row_group, row_group_sizes)
-from c2fmae_data.format.schema import SCHEMA, STATUS_OK, FormatError
+from c2fmae_data.format.schema import SCHEMA, STATUS_FAILED, STATUS_OK, FormatError
 from c2fmae_data.loading.row_meta import META_COLUMNS, PackedKeys, RowMeta
 from c2fmae_data.loading.sample import build_sample
 from c2fmae_data.loading.source import ImageSource, check_image_root
@@ -103,7 +103,7 @@ class MultiGranularBase:
         self.shard_entries = splits[split]["shards"]
         self.shard_files = [safe_relpath(e["file"]) for e in self.shard_entries]
         self.columns = ROW_COLUMNS + (("image_bytes",) if self.source.uses_image_bytes else ()) \
-            + (("status", "reason") if include_failed else ())
+            + (("reason",) if include_failed else ())   # status: from the index
         #: the manifest entry of the split's index (format 1.2) when it is used to open
         self.index_entry = splits[split].get("index") if use_index else None
         self._errors = ErrorCounter()
@@ -228,8 +228,8 @@ class MultiGranularBase:
     def _build_index(self) -> "list[list[int]]":
         """Fill the per-row arrays of the rows this dataset yields (ok rows, or all with
         ``include_failed``), in shard, row-group, row order: ``_shard``, ``_group``, ``_offset``,
-        ``_keys``, ``labels``, ``_meta``; ``num_failed``. Returns the row-group sizes per shard."""
-        shard_ix, group_ix, offset_ix, keys, labels, meta = [], [], [], [], [], []
+        ``_keys``, ``labels``, ``_meta``, ``_ok``; ``num_failed``. Returns the row-group sizes per shard."""
+        shard_ix, group_ix, offset_ix, keys, labels, meta, oks = [], [], [], [], [], [], []
         self.num_failed = 0
         for s, (t, sizes) in enumerate(self._shard_tables()):   # Arrow/numpy only: no per-row
             ok = pc.fill_null(pc.equal(t.column("status"), STATUS_OK), False) \
@@ -239,6 +239,7 @@ class MultiGranularBase:
             groups = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
             offsets = np.arange(len(groups), dtype=np.int32) - \
                 np.repeat(np.cumsum([0] + sizes[:-1]).astype(np.int32), sizes)
+            oks.append(ok[keep])
             shard_ix.append(np.full(int(keep.sum()), s, np.int32))
             group_ix.append(groups[keep])
             offset_ix.append(offsets[keep])
@@ -253,6 +254,7 @@ class MultiGranularBase:
         #: class index of every sample (timm order; -1 outside ImageNet), without decoding any
         self.labels = cat(labels, np.int16)
         self._meta = RowMeta(meta)
+        self._ok = cat(oks, bool)   # status from the index, not from the shard's bytes
         return list(self._sizes)
 
     def key(self, index: int) -> str:
@@ -268,7 +270,7 @@ class MultiGranularBase:
         row = {c: table.column(c)[offset].as_py() for c in table.column_names}
         row.update(self._meta.fields(index), key=self.key(index),
                    class_index=int(self.labels[index]))
-        row.setdefault("status", STATUS_OK)  # without include_failed only ok rows are indexed
+        row["status"] = STATUS_OK if self._ok[index] else STATUS_FAILED
         row["_where"] = (f"{self.shard_files[int(self._shard[index])]}: row group "
                          f"{int(self._group[index])} row {offset}")
         return row

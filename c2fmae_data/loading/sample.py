@@ -15,7 +15,7 @@ from c2fmae_data.format.bounds import MAX_INSTANCES, FormatError
 from c2fmae_data.format.png_check import PngLayout, parse_png
 from c2fmae_data.format.png_rows import check_ids, decode_layout
 from c2fmae_data.format.schema import STATUS_OK
-from c2fmae_data.loading.source import ImageSource, SampleError
+from c2fmae_data.loading.source import ImageSource, SampleError, decode_rgb
 from c2fmae_data.loading.transforms import JointTransform
 
 
@@ -65,17 +65,28 @@ def _full_maps(inst: PngLayout, sem: PngLayout, where: str, key: str):
 
 
 def _image(row: "dict[str, Any]", source: ImageSource, where: str):
-    key = row["key"]
+    """The row's RGB image. Bytes from the dataset (``image_bytes``) that are missing or do not
+    match the row's size/sha256 are the dataset's fault (RowFormatError), as are undecodable
+    bytes of an ok row; a failed row's undecodable image is often why it failed (SampleError
+    saying both)."""
+    key, failed = row["key"], row["status"] != STATUS_OK
     try:
-        return source.load(key, row["source_sha256"], row["source_size"], row.get("image_bytes"))
+        data = source.read(key, row["source_sha256"], row["source_size"], row.get("image_bytes"))
+    except SampleError as e:
+        if source.uses_image_bytes:
+            raise RowFormatError(where, key, "image_bytes", str(e)[len(key) + 2:]) from None
+        if failed:
+            raise SampleError(key, f"labeling failed ({row.get('reason') or '?'}) and "
+                                   f"{str(e)[len(key) + 2:]}") from None
+        raise
+    try:
+        return decode_rgb(data, key)
     except SampleError as e:
         why = str(e)[len(key) + 2:]
-        if row["status"] != STATUS_OK:
-            # a failed row is kept (include_failed) only with pixels to show: often its image
-            # is the reason it failed, so say both
+        if failed:   # kept (include_failed) only with pixels to show: say both
             raise SampleError(key, f"labeling failed ({row.get('reason') or '?'}) and "
                                    f"{why}") from None
-        if source.uses_image_bytes:   # the bytes (or their absence) are the dataset's
+        if source.uses_image_bytes:
             raise RowFormatError(where, key, "image_bytes", why) from None
         raise
 

@@ -265,7 +265,7 @@ class _Verifier:
             for c in ("instance_png", "semantic_png"):
                 rec.setdefault(c, None)
             probs = check_record(rec, decode=self.full)
-            if self.full and rec.get("status") == STATUS_OK:
+            if self.full:
                 probs += self.image_bytes_problems(rec)
             if (self.imagenet_root is not None and rec.get("status") == STATUS_OK
                     and not any(p.startswith("invalid key") for p in probs)):
@@ -299,11 +299,13 @@ class _Verifier:
         return last if last is not None else prev_last
 
     def image_bytes_problems(self, rec: "dict[str, Any]") -> "list[str]":
-        data = rec.get("image_bytes")
+        """image_bytes against sha256 (failed rows too: include_failed shows them)."""
+        data, sha = rec.get("image_bytes"), rec.get("source_sha256")
         if data is None:
             return (["image_bytes missing on an ok row of a self-contained dataset"]
-                    if self.self_contained else [])
-        if hashlib.sha256(data).hexdigest() != rec.get("source_sha256"):
+                    if self.self_contained and rec.get("status") == STATUS_OK else [])
+        if (sha is not None or rec.get("status") == STATUS_OK) \
+                and hashlib.sha256(data).hexdigest() != sha:
             return ["image_bytes do not match source_sha256"]
         return []
 
@@ -395,5 +397,4 @@ def verify(root: str, *, imagenet_root: "str | None" = None, full: bool = False,
     if workers is None:
         workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count())
-    n = workers
-    return _Verifier(str(root), imagenet_root, full, n or 1).run()
+    return _Verifier(str(root), imagenet_root, full, workers or 1).run()

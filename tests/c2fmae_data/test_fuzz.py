@@ -19,7 +19,7 @@ def test_fuzzer_allows_only_clean_reads_or_format_errors():
     assert r.returncode == 0, r.stderr[-5000:]
     counts = json.loads(r.stdout)["counts"]
     assert sum(counts["family"].values()) == 250
-    for loader in ("map", "full", "stream", "skip", "stream_skip"):
+    for loader in ("map", "full", "stream", "skip", "stream_skip", "failed"):
         assert set(counts[loader]) <= {"clean", "changed", "FormatError"}, counts[loader]
         assert counts[loader].get("clean", 0) > 20 and counts[loader].get("FormatError", 0) > 20
     # both families and every corruption site were drawn
