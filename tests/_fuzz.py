@@ -32,13 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from c2fmae_data.format import shards as shards_mod
 from c2fmae_data.format.png_check import parse_png
 from c2fmae_data.format.png_rows import inflate
-from c2fmae_data.format.schema import FormatError, decode_png, encode_instance_png, encode_semantic_png
+from c2fmae_data.format.schema import FormatError, decode_png, encode_instance_png
 from c2fmae_data.format.shards import encode_shard
 from tests._datasets import WNID, blob_masks, png_bytes, record, write_dataset
 

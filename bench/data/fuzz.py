@@ -4,10 +4,11 @@ and on a real one, with the tools (inspect, eval-labels rows, manifest rebuild) 
     flock /tmp/c2fmae-heavy.lock python -m bench.data.fuzz [--cases 3000] [--real-cases 400]
 
 Each target runs in a child process (``tests/_fuzz.py``: RLIMIT_AS 256 MiB above the child's
-footprint, a 60 s watchdog per case). The rules are the suite's: a reader ends in a clean read of
-unchanged data or a FormatError (verify: a report); changed data only after a crafted (not a
-corrupting) mutation; a loader FormatError always matched by a verify --full problem. Outcome counts go
-to the ``fuzz`` section of docs/benchmarks.md; a broken rule stops the run (exit 1) with the case.
+footprint, a 60 s watchdog per case). The rules are the suite's: a reader ends in a clean read
+of unchanged data or a FormatError (verify: a report); changed data only after a crafted (not a
+corrupting) mutation; a loader FormatError always matched by a verify --full problem. Outcome
+counts go to the ``fuzz`` section of docs/benchmarks.md; a broken rule stops the run (exit 1)
+with the case.
 """
 from __future__ import annotations
 

@@ -228,7 +228,8 @@ class MultiGranularBase:
     def _build_index(self) -> "list[list[int]]":
         """Fill the per-row arrays of the rows this dataset yields (ok rows, or all with
         ``include_failed``), in shard, row-group, row order: ``_shard``, ``_group``, ``_offset``,
-        ``_keys``, ``labels``, ``_meta``, ``_ok``; ``num_failed``. Returns the row-group sizes per shard."""
+        ``_keys``, ``labels``, ``_meta``, ``_ok``; ``num_failed``. Returns the row-group sizes per
+        shard."""
         shard_ix, group_ix, offset_ix, keys, labels, meta, oks = [], [], [], [], [], [], []
         self.num_failed = 0
         for s, (t, sizes) in enumerate(self._shard_tables()):   # Arrow/numpy only: no per-row
