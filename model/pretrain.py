@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset
 
+from c2fmae_data.format.schema import FormatError
 from c2fmae_data.loading.source import SampleError
 
 from model.pretraining import checkpoint as ckpt
@@ -283,7 +284,7 @@ def main(argv=None) -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except SampleError as e:  # a data problem found mid-run
+    except (SampleError, FormatError) as e:  # a data problem found mid-run (one line)
         print(f"error: {e} (--set data.on_error=skip substitutes failing samples)",
               file=sys.stderr)
         return 1

@@ -14,11 +14,14 @@ resolution, ~6 instances and ~10 semantic regions each), then times, interleaved
   the Parquet row-group read, sha256 check, PNG decode, mask crop/resize and re-canonicalization;
 * ``stream``: ``ImageNetMultiGranularStream`` (row groups read in order, buffer shuffle).
 
-Results go to the ``loader`` section of docs/benchmarks.md.
+With ``--baseline REV`` the same benchmark also runs on git revision REV and on this tree
+alternately (fresh processes, same load) and a before/after table is added. Results go to the
+``loader`` section of docs/benchmarks.md.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -84,9 +87,10 @@ def inflate_costs(root, runs: int) -> str:
     import pyarrow.parquet as pq
     from zlib_ng import zlib_ng
 
-    from c2fmae_data.format.png_rows import _idat
+    from c2fmae_data.format.png_check import parse_png
 
-    streams = [_idat(b) for f in sorted((Path(root) / "shards").glob("*.parquet"))
+    streams = [bytes(parse_png(b).idat_bytes())
+               for f in sorted((Path(root) / "shards").glob("*.parquet"))
                for c in pq.read_table(f, columns=["instance_png", "semantic_png"]).columns
                for b in c.to_pylist() if b]
     out = {}
@@ -102,17 +106,70 @@ def inflate_costs(root, runs: int) -> str:
             f"zlib-ng {out['zlib-ng']:.3f} ms per mask ({out['zlib'] / out['zlib-ng']:.1f}x).")
 
 
+def _table_ms(text: str) -> "dict[str, float]":
+    """{loader: ms / sample} from the markdown table ``measure`` prints."""
+    out = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[1].replace(".", "", 1).isdigit():
+            out[cells[0]] = float(cells[1])
+    return out
+
+
+def compare(rev: str, args) -> str:
+    """Before/after in one run: the tree at ``rev`` (git archive of c2fmae_data, bench, tests)
+    and this tree run this benchmark alternately, ``--rounds`` times each, in fresh processes
+    under the same load; per loader the median over rounds of each run's median."""
+    import subprocess
+
+    rounds = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory(prefix="c2fmae-baseline-") as old:
+        subprocess.run(f"git -C {REPO} archive {rev} c2fmae_data bench tests | tar -x -C {old}",
+                       shell=True, check=True)
+        for _ in range(args.rounds):
+            for name, tree in (("before", old), ("after", str(REPO))):
+                r = subprocess.run([sys.executable, "-m", "bench.data.loader", "--no-write",
+                                    "--runs", str(args.runs), "--imagenet-root",
+                                    args.imagenet_root], cwd=tree, capture_output=True,
+                                   text=True, check=True, env={**os.environ, "PYTHONPATH": tree})
+                rounds[name].append(_table_ms(r.stdout))
+    base = "rgb-only (same RGB path)"
+    med = {k: {c: median(run[c] for run in v) for c in v[0]} for k, v in rounds.items()}
+    rel = {k: {c: median(run[c] / run[base] for run in v) for c in v[0]}
+           for k, v in rounds.items()}
+    rows = ["| loader | before, ms / sample | after, ms / sample | before vs rgb-only | after vs "
+            "rgb-only | after / before (vs rgb-only) |", "| --- | --- | --- | --- | --- | --- |"]
+    for c in med["after"]:
+        if c in med["before"] and c != base:
+            rows.append(f"| {c} | {med['before'][c]:.2f} | {med['after'][c]:.2f} | "
+                        f"{rel['before'][c]:.2f}x | {rel['after'][c]:.2f}x | "
+                        f"{rel['after'][c] / rel['before'][c]:.3f}x |")
+    return (f"Before/after the untrusted-data checks (issue 19): this benchmark run alternately on "
+            f"commit `{rev[:10]}` (before) and this tree (after), {args.rounds} rounds each in "
+            f"fresh processes, {args.runs} passes a round; medians over rounds. The RGB path is "
+            f"the same code in both, so each run's ratio to its own rgb-only pass is the "
+            f"load-independent figure (raw ms move with the shared machine's load: rgb-only "
+            f"{med['before'][base]:.2f} ms before, {med['after'][base]:.2f} ms after).\n\n"
+            + "\n".join(rows) + "\n")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--imagenet-root", default=str(REPO.parent / "shared/data/imagenet-sample"))
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also run the benchmark on git revision REV, alternating, and add a "
+                         "before/after table (default: none)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations with --baseline")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     inet = Path(args.imagenet_root)
     files = sorted(inet.glob("train/*/*.JPEG"))
+    extra = compare(args.baseline, args) if args.baseline else ""
     with tempfile.TemporaryDirectory(prefix="c2fmae-bench-") as tmp:
         body = measure(args, inet, files, tmp)
+    body += ("\n\n" + extra) if extra else ""
     if args.no_write:
         print(body)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from c2fmae_data.format.bounds import MAX_CARD_BYTES
 from c2fmae_data.format.categories import NUM_SEMANTIC_CLASSES
 
 CARD = "README.md"
@@ -66,8 +67,8 @@ def write_card(fs, base: str, manifest: "dict[str, Any]") -> bool:
 
     path = join(base, CARD)
     if fs.exists(path):
-        with fs.open(path, "r") as f:
-            if MARK not in f.read():
+        with fs.open(path, "rb") as f:   # the mark is near the top; a huge file is not read
+            if MARK.encode() not in f.read(MAX_CARD_BYTES):
                 return False
     tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
     with fs.open(tmp, "w") as f:

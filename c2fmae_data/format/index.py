@@ -22,7 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from c2fmae_data.format.schema import FORMAT_VERSION, FormatError
+from c2fmae_data.format.bounds import (MAX_INDEX_BYTES, MAX_METADATA_BYTES, MAX_ROW_GROUPS,
+                                       FormatError, is_count, loads_bounded, read_capped)
+from c2fmae_data.format.parquet_guard import (cast_columns, check_columns, check_keys,
+                                              open_parquet, read_columns, row_group_sizes)
+from c2fmae_data.format.fs import inside_root, sha256_file
+from c2fmae_data.format.schema import FORMAT_VERSION
+from c2fmae_data.format.schema import SCHEMA as SHARD_SCHEMA
 
 INDEX_DIR = "index"
 META_KEY = b"c2fmae_index"
@@ -65,11 +71,14 @@ def shard_rows(rel: str, t: pa.Table, sizes: "Sequence[int]") -> pa.Table:
 
 
 def read_shard_rows(fs, path: str, rel: str) -> pa.Table:
-    """Index rows of one shard file (reads its ``SCAN_COLUMNS``)."""
+    """Index rows of one shard file (reads its ``SCAN_COLUMNS``, page CRCs verified; the file is
+    untrusted: a FormatError names it and the column or row group at fault)."""
     with fs.open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
-        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
-        return shard_rows(rel, pf.read(columns=SCAN_COLUMNS, use_threads=False), sizes)
+        pf = open_parquet(f, rel, checksums=True)
+        check_columns(pf, SHARD_SCHEMA, SCAN_COLUMNS, rel, types=False)
+        t = cast_columns(read_columns(pf, SCAN_COLUMNS, rel), SHARD_SCHEMA, rel)
+        check_keys(t.column("key"), rel)
+        return shard_rows(rel, t, row_group_sizes(pf))
 
 
 def save_shard_rows(fs, path: str, rows: pa.Table) -> None:
@@ -106,7 +115,7 @@ def encode_index(split: str, parts: "Sequence[pa.Table]", files: "Sequence[str]"
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_SIZE,
-                   use_dictionary=["shard", "status"])
+                   use_dictionary=["shard", "status"], write_page_checksum=True)
     return buf.getvalue()
 
 
@@ -119,25 +128,50 @@ def index_entry(split: str, parts: "Sequence[pa.Table]", files: "Sequence[str]"
     return entry, data
 
 
+def _index_meta(pf: pq.ParquetFile, rel: str, fix: str) -> "list[dict[str, Any]]":
+    """The ``shards`` list of the index's key-value metadata, each entry checked for types and
+    bounds (``file`` a string, ``rows``/``row_groups`` counts)."""
+    raw = (pf.metadata.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise FormatError(f"{rel}: not a readable index: no {META_KEY.decode()} metadata {fix}")
+    meta = loads_bounded(raw, f"{rel}: key-value metadata {META_KEY.decode()}",
+                         limit=MAX_METADATA_BYTES)
+    shards = meta.get("shards") if isinstance(meta, dict) else None
+    if not isinstance(shards, list):
+        raise FormatError(f"{rel}: metadata {META_KEY.decode()} has no 'shards' list {fix}")
+    for s in shards:
+        if not (isinstance(s, dict) and isinstance(s.get("file"), str)
+                and is_count(s.get("rows")) and is_count(s.get("row_groups"), MAX_ROW_GROUPS)):
+            raise FormatError(f"{rel}: metadata shard entry {str(s)[:200]} is not "
+                              f"{{'file': str, 'rows': n, 'row_groups': n <= {MAX_ROW_GROUPS}}} "
+                              f"{fix}")
+        if s["row_groups"] > 2 * s["rows"] + 1:   # keeps every per-shard list O(rows)
+            raise FormatError(f"{rel}: metadata says {s['file']} has {s['row_groups']} row "
+                              f"groups for {s['rows']} rows (at most 2 x rows + 1) {fix}")
+    return shards
+
+
 def load_index(fs, path: str, rel: str, shard_entries: "Sequence[dict[str, Any]]"
                ) -> "tuple[pa.Table, list[int]]":
     """(index table, row groups per shard) of one split, checked against the manifest's shard list
-    and per-shard row counts; a FormatError names the file otherwise. One read of the file."""
+    and per-shard row counts; a FormatError names the file otherwise. One read of the file, which
+    is untrusted: at most ``MAX_INDEX_BYTES``, bounded footer and row groups, page CRCs, column
+    types, key lengths and metadata checked."""
     fix = "(rebuild it with `c2fmae-data manifest ROOT`, or open with use_index=False)"
     try:
-        data = fs.cat_file(path)
+        with fs.open(path, "rb") as f:
+            data = read_capped(f, MAX_INDEX_BYTES, rel)
     except FileNotFoundError:
         raise FormatError(f"{rel}: listed in the manifest but missing {fix}") from None
     try:
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        meta = json.loads((pf.schema_arrow.metadata or {})[META_KEY])
-        table = pf.read(use_threads=False)
-    except (OSError, ValueError, KeyError, pa.ArrowException) as e:
-        raise FormatError(f"{rel}: not a readable index: {type(e).__name__}: {e} {fix}") from None
-    missing = [c for c in SCHEMA.names if c not in table.column_names]
-    if missing:
-        raise FormatError(f"{rel}: lacks columns {missing} {fix}")
-    listed = [(s.get("file"), int(s.get("rows", -1))) for s in meta.get("shards", [])]
+        pf = open_parquet(pa.BufferReader(data), rel, checksums=True)
+        check_columns(pf, SCHEMA, SCHEMA.names, rel)
+        shards = _index_meta(pf, rel, fix)
+        table = read_columns(pf, SCHEMA.names, rel)
+        check_keys(table.column("key"), rel)
+    except FormatError as e:
+        raise FormatError(f"{e} {fix}") from None
+    listed = [(s["file"], s["rows"]) for s in shards]
     want = [(e["file"], int(e["rows"])) for e in shard_entries]
     if listed != want:
         bad = next((f"{w[0]} ({w[1]} rows)" for w, g in zip(want, listed) if w != g),
@@ -148,7 +182,7 @@ def load_index(fs, path: str, rel: str, shard_entries: "Sequence[dict[str, Any]]
     for f, n in want:
         if got.get(f, 0) != n:
             raise FormatError(f"{rel}: {got.get(f, 0)} rows for {f}, the manifest says {n} {fix}")
-    return table, [int(s.get("row_groups", 0)) for s in meta["shards"]]
+    return table, [s["row_groups"] for s in shards]
 
 
 def split_by_shard(table: pa.Table, shard_entries: "Sequence[dict[str, Any]]",
@@ -191,14 +225,16 @@ def index_problems(fs, base: str, ent: "dict[str, Any]", entries: "Sequence[dict
     """What ``verify`` finds wrong with a split's index: missing, size or sha256 not as listed,
     not agreeing with the manifest, or per shard other keys/statuses/class indices/row groups than
     the shard (``digests``: ``rows_digest`` of each shard's own columns, None when unreadable)."""
-    from c2fmae_data.format.fs import join, sha256_file
-
-    rel, path = ent["file"], join(base, ent["file"])
+    rel = ent["file"]
     fix = "(rebuild it with `c2fmae-data manifest ROOT`)"
-    if not fs.exists(path):
-        return [f"{rel}: index missing (listed in the manifest) {fix}"]
+    try:
+        path = inside_root(fs, base, rel)
+        if not fs.exists(path):
+            return [f"{rel}: index missing (listed in the manifest) {fix}"]
+        sha, size = sha256_file(fs, path)
+    except (FormatError, OSError) as e:
+        return [f"{rel}: unreadable: {e}"]
     probs = []
-    sha, size = sha256_file(fs, path)
     if size != int(ent["bytes"]) or sha != ent["sha256"]:
         probs.append(f"{rel}: {size} bytes, sha256 {sha[:16]}... != manifest {ent['bytes']} "
                      f"bytes, {str(ent['sha256'])[:16]}... (corrupted or stale) {fix}")

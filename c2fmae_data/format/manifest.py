@@ -11,15 +11,16 @@ import json
 import uuid
 from typing import Any, Iterable
 
-import pyarrow.parquet as pq
-
+from c2fmae_data.format.bounds import MAX_MANIFEST_BYTES, is_count, loads_bounded, read_capped
 from c2fmae_data.format.categories import (COCO_PANOPTIC_IDS, COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE,
                                            imagenet_wnids)
-from c2fmae_data.format.schema import (FORMAT_NAME, FORMAT_VERSION, STATUS_OK, FormatError,
+from c2fmae_data.format.parquet_guard import (cast_columns, check_columns, check_keys,
+                                              open_parquet, read_columns, row_group_sizes)
+from c2fmae_data.format.schema import (FORMAT_NAME, FORMAT_VERSION, SCHEMA, STATUS_OK, FormatError,
                                        safe_relpath)
 from c2fmae_data.format.index import (INDEX_DIR, SCAN_COLUMNS, index_entry, index_name, load_index,
                                       read_shard_rows, shard_rows, split_by_shard)
-from c2fmae_data.format.fs import join, open_fs, sha256_file
+from c2fmae_data.format.fs import inside_root, join, open_fs, sha256_file
 from c2fmae_data.format.shards import ShardInfo, list_shards, parse_shard_name, shard_meta
 
 MANIFEST = "manifest.json"
@@ -36,12 +37,17 @@ def code_version() -> str:
 
 
 def _shard_info(fs, base: str, rel: str) -> ShardInfo:
-    path = join(base, rel)
+    """A shard's manifest entry from the file itself (hash, counts, index rows); the file is
+    untrusted (symlinks out of the root, footer, types, page CRCs, key lengths checked)."""
+    path = inside_root(fs, base, rel)
     sha, size = sha256_file(fs, path)
+    cols = list(dict.fromkeys(SCAN_COLUMNS + ["num_instances"]))
     with fs.open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
-        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
-        t = pf.read(columns=list(dict.fromkeys(SCAN_COLUMNS + ["num_instances"])))
+        pf = open_parquet(f, rel, checksums=True)
+        check_columns(pf, SCHEMA, cols, rel, types=False)   # verify names a retyped column
+        t = cast_columns(read_columns(pf, cols, rel), SCHEMA, rel)
+        sizes = row_group_sizes(pf)
+    check_keys(t.column("key"), rel)
     keys = t.column("key").to_pylist()
     status = t.column("status").to_pylist()
     ok = sum(s == STATUS_OK for s in status)
@@ -57,8 +63,9 @@ def _previous_rows(fs, base: str) -> "dict[str, tuple[str, Any]]":
     rebuild reads no shard whose hash is unchanged; {} when there is none or it is unusable."""
     out: dict[str, tuple[str, Any]] = {}
     try:
-        with fs.open(join(base, MANIFEST), "r") as f:
-            m = json.load(f)
+        m = read_manifest(fs, join(base, MANIFEST))
+        if manifest_problems(m):
+            return {}
         for split, s in m["splits"].items():
             ent = s.get("index")
             if not ent:
@@ -80,7 +87,7 @@ def _index_rows(fs, base: str, info: ShardInfo, previous: "dict[str, tuple[str, 
     sha, rows = previous.get(info.file, (None, None))
     if sha == info.sha256 and rows.num_rows == info.rows:
         return rows
-    return read_shard_rows(fs, join(base, info.file), info.file)
+    return read_shard_rows(fs, inside_root(fs, base, info.file), info.file)
 
 
 def write_bytes_atomic(fs, path: str, data: bytes) -> None:
@@ -107,7 +114,7 @@ def build_manifest(root: str, *, provenance: "dict[str, Any] | None" = None,
         if info is None or fs.size(join(base, rel)) != info.bytes:
             info = _shard_info(fs, base, rel)
         if not first_meta:
-            first_meta = shard_meta(fs, join(base, rel))
+            first_meta = shard_meta(fs, join(base, rel), rel)
         s = splits.setdefault(split, {"rows": 0, "ok": 0, "failed": 0, "instances": 0,
                                       "bytes": 0, "shards": []})
         s["shards"].append(info.to_json())
@@ -158,33 +165,70 @@ def write_json_atomic(fs, path: str, obj: Any) -> None:
     fs.mv(tmp, path)
 
 
+_HEX = frozenset("0123456789abcdef")
+SPLIT_COUNTS = ("rows", "ok", "failed", "instances", "bytes")
+
+
+def _is_sha256(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and set(v) <= _HEX
+
+
+def _entry_problems(what: str, e: "dict[str, Any]") -> "list[str]":
+    """Types of one shard or index entry: rows/bytes counts, a sha256, optional counts/keys."""
+    probs = [f"{what} lacks {k!r}" for k in ("rows", "bytes", "sha256") if k not in e]
+    for k in ("rows", "bytes", "ok", "failed", "instances"):
+        if k in e and not is_count(e[k]):
+            probs.append(f"{what}: {k} {str(e[k])[:40]!r} is not a non-negative integer")
+    if "sha256" in e and not _is_sha256(e["sha256"]):
+        probs.append(f"{what}: sha256 {str(e['sha256'])[:80]!r} is not 64 lower-case hex digits")
+    for k in ("first_key", "last_key"):
+        if k in e and not isinstance(e[k], str):
+            probs.append(f"{what}: {k} is not a string")
+    return probs
+
+
+def _shard_list_problems(split: str, shards: Any) -> "list[str]":
+    if not isinstance(shards, list):
+        return [f"split {split}: 'shards' is not a list"]
+    probs = []
+    for e in shards:
+        try:
+            safe_relpath(e["file"])
+        except (FormatError, KeyError, TypeError) as err:
+            probs.append(f"split {split}: bad shard entry {str(e)[:200]}: {err}")
+            continue
+        probs += _entry_problems(f"shard {e['file']}", e)
+        parsed = parse_shard_name(e["file"])
+        if not parsed or parsed[0] != split or not e["file"].startswith("shards/"):
+            probs.append(f"shard {e['file']} is not named shards/{split}-NNNNN.parquet")
+    return probs
+
+
 def manifest_problems(m: Any) -> "list[str]":
-    """Schema problems of a parsed manifest (empty when valid)."""
+    """Schema problems of a parsed manifest (empty when valid). The manifest is untrusted: every
+    field a reader uses is checked for its type, so no reader meets a string where it counts."""
     if not isinstance(m, dict):
         return ["manifest is not a JSON object"]
     probs = [f"manifest lacks {k!r}" for k in REQUIRED_KEYS if k not in m]
     if m.get("format") != FORMAT_NAME:
-        probs.append(f"format {m.get('format')!r} is not {FORMAT_NAME!r}")
-    ver = str(m.get("format_version", ""))
-    if ver.split(".")[0] != FORMAT_VERSION.split(".")[0]:
-        probs.append(f"format_version {ver!r} is not readable by this reader ({FORMAT_VERSION})")
+        probs.append(f"format {str(m.get('format'))[:80]!r} is not {FORMAT_NAME!r}")
+    ver = m.get("format_version", "")
+    if not isinstance(ver, str) or ver.split(".")[0] != FORMAT_VERSION.split(".")[0]:
+        probs.append(f"format_version {str(ver)[:40]!r} is not readable by this reader "
+                     f"({FORMAT_VERSION})")
+    if not isinstance(m.get("self_contained", False), bool):
+        probs.append("self_contained is not true/false")
     splits = m.get("splits")
     if not isinstance(splits, dict):
         return probs + ["'splits' is not an object"]
     for split, s in splits.items():
-        for e in (s.get("shards") if isinstance(s, dict) else None) or []:
-            try:
-                safe_relpath(e["file"])
-            except (FormatError, KeyError, TypeError) as err:
-                probs.append(f"split {split}: bad shard entry {e!r}: {err}")
-                continue
-            for k in ("rows", "bytes", "sha256"):
-                if k not in e:
-                    probs.append(f"shard {e['file']} lacks {k!r}")
-            parsed = parse_shard_name(e["file"])
-            if not parsed or parsed[0] != split or not e["file"].startswith("shards/"):
-                probs.append(f"shard {e['file']} is not named shards/{split}-NNNNN.parquet")
-        probs += _index_entry_problems(split, s.get("index") if isinstance(s, dict) else None)
+        if not isinstance(s, dict):
+            probs.append(f"split {split[:40]!r} is not an object")
+            continue
+        probs += _shard_list_problems(split, s.get("shards") or [])
+        probs += [f"split {split}: {k} {str(s[k])[:40]!r} is not a non-negative integer"
+                  for k in SPLIT_COUNTS if k in s and not is_count(s[k])]
+        probs += _index_entry_problems(split, s.get("index"))
     return probs
 
 
@@ -193,8 +237,17 @@ def _index_entry_problems(split: str, ent: Any) -> "list[str]":
     if ent is None:
         return []
     if not isinstance(ent, dict) or ent.get("file") != index_name(split):
-        return [f"split {split}: index entry {ent!r} is not {{'file': '{index_name(split)}', ...}}"]
-    return [f"index {ent['file']} lacks {k!r}" for k in ("rows", "bytes", "sha256") if k not in ent]
+        return [f"split {split}: index entry {str(ent)[:200]} is not "
+                f"{{'file': '{index_name(split)}', ...}}"]
+    return _entry_problems(f"index {ent['file']}", ent)
+
+
+def read_manifest(fs, path: str) -> Any:
+    """The parsed JSON of a manifest file: at most ``MAX_MANIFEST_BYTES``, ``MAX_JSON_DEPTH``
+    levels; FormatError naming ``path`` otherwise (FileNotFoundError passes through)."""
+    with fs.open(path, "rb") as f:
+        data = read_capped(f, MAX_MANIFEST_BYTES, path)
+    return loads_bounded(data, path)
 
 
 def load_manifest(root: str) -> "dict[str, Any]":
@@ -202,13 +255,11 @@ def load_manifest(root: str) -> "dict[str, Any]":
     fs, base = open_fs(root)
     path = join(base, MANIFEST)
     try:
-        with fs.open(path, "r") as f:
-            m = json.load(f)
+        m = read_manifest(fs, path)
     except FileNotFoundError:
         raise FormatError(f"{root}: no {MANIFEST} (is this a C2FMAE dataset root?)") from None
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{path}: not valid JSON: {e}") from None
     probs = manifest_problems(m)
     if probs:
-        raise FormatError(f"{path}:\n  " + "\n  ".join(probs))
+        shown = probs[:50] + ([f"... and {len(probs) - 50} more"] if len(probs) > 50 else [])
+        raise FormatError(f"{path}:\n  " + "\n  ".join(shown))
     return m

@@ -14,15 +14,18 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 
+from c2fmae_data.format.bounds import MAX_INSTANCES, MAX_KEY_BYTES, FormatError
 from c2fmae_data.format.categories import (NUM_IMAGENET_CLASSES, NUM_SEMANTIC_CLASSES,
                                            SEMANTIC_IGNORE)
+from c2fmae_data.format.png_check import parse_png, png_size
+from c2fmae_data.format.png_rows import decode_layout
 
 FORMAT_NAME = "c2fmae-multigranular"
 FORMAT_VERSION = "1.2"
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 #: instance ids in the stored maps are 0 (background) .. MAX_STORED_INSTANCES
-MAX_STORED_INSTANCES = 65535
+MAX_STORED_INSTANCES = MAX_INSTANCES
 
 INSTANCE_STRUCT = pa.struct([
     ("id", pa.int32()),            # the id painted in instance_png (1..K, by decreasing area)
@@ -52,10 +55,6 @@ SCHEMA = pa.schema([
 ])
 COLUMNS = tuple(SCHEMA.names)
 LABEL_COLUMNS = tuple(c for c in COLUMNS if c != "image_bytes")
-
-
-class FormatError(ValueError):
-    """A record, shard or manifest that does not follow the format."""
 
 
 # ----------------------------------------------------------------------------- PNG codecs
@@ -94,25 +93,24 @@ def encode_semantic_png(sem: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def decode_png(data: bytes, *, expect_dtype: "np.dtype | None" = None) -> np.ndarray:
-    """Decode a single-channel PNG to an HxW array, keeping its bit depth."""
-    cv2 = _cv2()
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise FormatError("not a decodable PNG")
-    if arr.ndim != 2:
-        raise FormatError(f"mask PNG must have one channel, got shape {arr.shape}")
-    if expect_dtype is not None and arr.dtype != np.dtype(expect_dtype):
-        raise FormatError(f"mask PNG has dtype {arr.dtype}, expected {np.dtype(expect_dtype)}")
-    return arr
+def decode_png(data: bytes, *, expect_dtype: "np.dtype | None" = None,
+               width: "int | None" = None, height: "int | None" = None) -> np.ndarray:
+    """Decode a single-channel grey PNG to an HxW array, keeping its bit depth. The bytes are
+    untrusted: structure, CRCs and header are checked first (``png_check.parse_png``; against
+    ``width``/``height`` when given) and the inflated size must be exactly the header's
+    (``png_rows``); any violation is a FormatError."""
+    depth = None if expect_dtype is None else 8 * np.dtype(expect_dtype).itemsize
+    return decode_layout(parse_png(data, width=width, height=height, depth=depth))
 
 
-def decode_instance_png(data: bytes) -> np.ndarray:
-    return decode_png(data, expect_dtype=np.uint16)
+def decode_instance_png(data: bytes, width: "int | None" = None,
+                        height: "int | None" = None) -> np.ndarray:
+    return decode_png(data, expect_dtype=np.uint16, width=width, height=height)
 
 
-def decode_semantic_png(data: bytes) -> np.ndarray:
-    return decode_png(data, expect_dtype=np.uint8)
+def decode_semantic_png(data: bytes, width: "int | None" = None,
+                        height: "int | None" = None) -> np.ndarray:
+    return decode_png(data, expect_dtype=np.uint8, width=width, height=height)
 
 
 # ----------------------------------------------------------------------------- records
@@ -120,7 +118,9 @@ def safe_relpath(rel: str) -> str:
     """A key or manifest path made safe to join to a root: relative, normalized, never leaving
     it (no leading /, no .., no backslash, no scheme or drive); FormatError otherwise."""
     if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
-        raise FormatError(f"unsafe path {rel!r}")
+        raise FormatError(f"unsafe path {str(rel)[:200]!r}")
+    if len(rel) > MAX_KEY_BYTES or len(rel.encode("utf-8", "replace")) > MAX_KEY_BYTES:
+        raise FormatError(f"path {rel[:80]!r}... is longer than {MAX_KEY_BYTES} bytes")
     norm = posixpath.normpath(rel)
     if rel.startswith("/") or norm.startswith("..") or ":" in rel.split("/")[0] or norm != rel:
         raise FormatError(f"path {rel!r} would escape the dataset root")
@@ -157,77 +157,112 @@ def failed_record(key: str, reason: str, **fields: Any) -> "dict[str, Any]":
     return rec
 
 
+def _int(value: Any) -> "int | None":
+    """An integer field of an untrusted record, or None when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        return None
+    return int(value)
+
+
+def _metadata_problems(rec: "dict[str, Any]") -> "list[str]":
+    """Problems of an ok row's fields other than its masks."""
+    problems: list[str] = []
+    w, h = _int(rec.get("width")) or 0, _int(rec.get("height")) or 0
+    if w <= 0 or h <= 0:
+        problems.append(f"bad size {rec.get('width')}x{rec.get('height')}")
+    sha = rec.get("source_sha256")
+    if not (isinstance(sha, str) and len(sha) == 64):
+        problems.append("source_sha256 is not a 64-digit hex digest")
+    thr = rec.get("threshold")
+    if thr is not None and not (isinstance(thr, (int, float))
+                                and (0.0 <= float(thr) <= 1.0 or math.isnan(float(thr)))):
+        problems.append(f"threshold {thr} outside [0, 1]")
+    insts = rec.get("instances") or []
+    if len(insts) > MAX_INSTANCES:
+        return problems + [f"{len(insts)} instance metadata rows, the bound is {MAX_INSTANCES}"]
+    if rec.get("num_instances") != len(insts):
+        problems.append(f"num_instances {rec.get('num_instances')} != {len(insts)} metadata rows")
+    if [_int((m or {}).get("id")) for m in insts] != list(range(1, len(insts) + 1)):
+        problems.append("instance metadata ids are not 1..K in order")
+    for i, m in enumerate(insts, 1):
+        cat = _int((m or {}).get("category"))
+        if cat is None or not -1 <= cat < NUM_SEMANTIC_CLASSES:
+            problems.append(f"instance {i} category {(m or {}).get('category')} out of range")
+    return problems
+
+
+def _instance_map_problems(arr: np.ndarray, insts: list) -> "list[str]":
+    """The decoded instance map against the metadata: ids, areas, area order."""
+    problems = []
+    areas = np.bincount(arr.ravel().astype(np.int64))
+    k = len(areas) - 1
+    if k > len(insts):
+        problems.append(f"instance_png has id {k} but only {len(insts)} metadata rows")
+    sizes = []
+    for i, m in enumerate(insts, 1):
+        want = _int((m or {}).get("area"))
+        got = int(areas[i]) if i < len(areas) else 0
+        if want != got:
+            problems.append(f"instance {i} area {(m or {}).get('area')} != {got} pixels")
+        sizes.append(want if want is not None else -1)
+    if sizes != sorted(sizes, reverse=True):
+        problems.append("instance ids are not ordered by decreasing area")
+    return problems
+
+
+def _mask_problems(rec: "dict[str, Any]") -> "list[str]":
+    """Both masks decoded (checked as untrusted PNGs at the row's size) against the row."""
+    problems: list[str] = []
+    w, h = _int(rec.get("width")), _int(rec.get("height"))
+    for col, depth in (("instance_png", 16), ("semantic_png", 8)):
+        data = rec.get(col)
+        if data is None:
+            problems.append(f"{col} missing on an ok row")
+            continue
+        try:
+            mw, mh = png_size(data)
+            if (mw, mh) != (w, h):
+                problems.append(f"{col} is {mw}x{mh}, image is {w}x{h}")
+                continue
+            arr = decode_layout(parse_png(data, width=w, height=h, depth=depth))
+        except FormatError as e:
+            problems.append(f"{col}: {e}")
+            continue
+        if col == "semantic_png":
+            bad = (arr >= NUM_SEMANTIC_CLASSES) & (arr != SEMANTIC_IGNORE)
+            if bad.any():
+                problems.append(f"semantic class id {int(arr[bad].max())} out of range")
+        elif len(rec.get("instances") or []) <= MAX_INSTANCES:
+            problems += _instance_map_problems(arr, rec.get("instances") or [])
+    return problems
+
+
 def check_record(rec: "dict[str, Any]", *, decode: bool = True) -> "list[str]":
     """All problems of one record (empty list when it is valid). With ``decode`` the masks are
-    decoded and checked against width/height, the id ranges and the instance metadata."""
+    decoded and checked against width/height, the id ranges and the instance metadata. The record
+    may be hostile (a shard's row): any value of any type gives problems, never an exception."""
     key = rec.get("key")
-    problems: list[str] = []
     try:
         safe_relpath(key)
     except FormatError:
-        return [f"invalid key {key!r}"]   # keys are normalized relative paths
+        return [f"invalid key {str(key)[:200]!r}"]   # keys are normalized relative paths
+    problems: list[str] = []
     missing = [c for c in COLUMNS if c not in rec]
     if missing:
         problems.append(f"missing columns {missing}")
     status = rec.get("status")
     if status not in (STATUS_OK, STATUS_FAILED):
         problems.append(f"status {status!r} is neither 'ok' nor 'failed'")
-    ci = rec.get("class_index")
-    if ci is None or not (-1 <= int(ci) < NUM_IMAGENET_CLASSES):
-        problems.append(f"class_index {ci!r} out of range -1..{NUM_IMAGENET_CLASSES - 1}")
+    ci = _int(rec.get("class_index"))
+    if ci is None or not (-1 <= ci < NUM_IMAGENET_CLASSES):
+        problems.append(f"class_index {rec.get('class_index')!r} out of range "
+                        f"-1..{NUM_IMAGENET_CLASSES - 1}")
     if status == STATUS_FAILED:
         if not rec.get("reason"):
             problems.append("failed row without a reason")
         return problems
-    w, h = rec.get("width") or 0, rec.get("height") or 0
-    if w <= 0 or h <= 0:
-        problems.append(f"bad size {w}x{h}")
-    sha = rec.get("source_sha256")
-    if not (isinstance(sha, str) and len(sha) == 64):
-        problems.append("source_sha256 is not a 64-digit hex digest")
-    thr = rec.get("threshold")
-    if thr is not None and not (0.0 <= float(thr) <= 1.0 or math.isnan(float(thr))):
-        problems.append(f"threshold {thr} outside [0, 1]")
-    insts = rec.get("instances") or []
-    if rec.get("num_instances") != len(insts):
-        problems.append(f"num_instances {rec.get('num_instances')} != {len(insts)} metadata rows")
-    if [int(m["id"]) for m in insts] != list(range(1, len(insts) + 1)):
-        problems.append("instance metadata ids are not 1..K in order")
-    for m in insts:
-        if not (-1 <= int(m["category"]) < NUM_SEMANTIC_CLASSES):
-            problems.append(f"instance {m['id']} category {m['category']} out of range")
-    if not decode:
-        return problems
-    for col, dec in (("instance_png", decode_instance_png), ("semantic_png", decode_semantic_png)):
-        data = rec.get(col)
-        if data is None:
-            problems.append(f"{col} missing on an ok row")
-            continue
-        try:
-            arr = dec(data)
-        except FormatError as e:
-            problems.append(f"{col}: {e}")
-            continue
-        if arr.shape != (h, w):
-            problems.append(f"{col} is {arr.shape[1]}x{arr.shape[0]}, image is {w}x{h}")
-            continue
-        if col == "semantic_png":
-            bad = (arr >= NUM_SEMANTIC_CLASSES) & (arr != SEMANTIC_IGNORE)
-            if bad.any():
-                problems.append(f"semantic class id {int(arr[bad].max())} out of range")
-        else:
-            areas = np.bincount(arr.ravel().astype(np.int64))
-            k = len(areas) - 1
-            if k > len(insts):
-                problems.append(f"instance_png has id {k} but only {len(insts)} metadata rows")
-            for m in insts:
-                got = int(areas[m["id"]]) if m["id"] < len(areas) else 0
-                if got != int(m["area"]):
-                    problems.append(f"instance {m['id']} area {m['area']} != {got} pixels")
-            sizes = [int(m["area"]) for m in insts]
-            if sizes != sorted(sizes, reverse=True):
-                problems.append("instance ids are not ordered by decreasing area")
-    return problems
+    problems += _metadata_problems(rec)
+    return problems + _mask_problems(rec) if decode else problems
 
 
 def records_to_table(records: "list[dict[str, Any]]") -> pa.Table:

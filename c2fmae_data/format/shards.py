@@ -18,8 +18,10 @@ from typing import Any, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from c2fmae_data.format.schema import (FORMAT_VERSION, STATUS_OK, FormatError, check_record,
-                                       records_to_table)
+from c2fmae_data.format.bounds import MAX_METADATA_BYTES, loads_bounded
+from c2fmae_data.format.parquet_guard import check_columns, open_parquet, read_row_group
+from c2fmae_data.format.schema import (FORMAT_VERSION, SCHEMA, STATUS_OK, FormatError,
+                                       check_record, records_to_table)
 from c2fmae_data.format.fs import join, open_fs
 from c2fmae_data.format.index import SCAN_COLUMNS, shard_rows
 
@@ -81,8 +83,11 @@ def encode_shard(records: "Sequence[dict[str, Any]]", *, meta: "dict | None" = N
     # (instances.list.element.*) uncompressed, so the map is keyed by leaf path.
     codecs = {leaf: ("none" if leaf in BINARY_COLUMNS else "zstd")
               for f in table.schema for leaf in leaf_paths(f.name, f.type)}
+    # page CRCs let readers of every column (verify, inspect, manifest) catch a flipped bit in
+    # a zstd page, which would otherwise decode to a silently different value
     pq.write_table(table, buf, row_group_size=ROW_GROUP_SIZE, compression=codecs,
-                   use_dictionary=["wnid", "status", "reason"], write_statistics=["key"])
+                   use_dictionary=["wnid", "status", "reason"], write_statistics=["key"],
+                   write_page_checksum=True)
     return buf.getvalue(), table
 
 
@@ -123,21 +128,35 @@ def write_shard(root: str, split: str, index: int, records: "Sequence[dict[str, 
                      index=rows)
 
 
-def shard_meta(fs, path: str) -> "dict[str, Any]":
-    """The key-value metadata a shard was written with (format version, provenance...)."""
+def shard_meta(fs, path: str, name: "str | None" = None) -> "dict[str, Any]":
+    """The key-value metadata a shard was written with (format version, provenance...); a
+    FormatError naming the shard when it is unreadable or not a bounded JSON object."""
+    name = name or path
     with fs.open(path, "rb") as f:
-        md = pq.ParquetFile(f).schema_arrow.metadata or {}
-    return json.loads(md.get(META_KEY, b"{}"))
+        pf = open_parquet(f, name)
+        raw = (pf.metadata.metadata or {}).get(META_KEY, b"{}")
+    meta = loads_bounded(raw, f"{name}: key-value metadata {META_KEY.decode()}",
+                         limit=MAX_METADATA_BYTES)
+    if not isinstance(meta, dict):
+        raise FormatError(f"{name}: key-value metadata {META_KEY.decode()} is not a JSON object")
+    return meta
 
 
-def iter_shard(fs, path: str, columns: "Sequence[str] | None" = None
+def iter_shard(fs, path: str, columns: "Sequence[str] | None" = None, name: "str | None" = None
                ) -> "Iterator[dict[str, Any]]":
-    """Stream the rows of one shard as dicts, holding one row group in memory at a time."""
+    """Stream the rows of one shard as dicts, holding one row group in memory at a time. The file
+    is untrusted: bounded footer and row groups, page CRCs verified, the columns' types checked;
+    any failure is a FormatError naming the shard (``name``, default ``path``)."""
+    name = name or path
     with fs.open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
+        pf = open_parquet(f, name, checksums=True)
+        have = pf.schema_arrow.names
+        cols = list(columns) if columns else list(have)
+        check_columns(pf, SCHEMA, [c for c in cols if c in SCHEMA.names], name,
+                      optional=("image_bytes",))
+        cols = [c for c in cols if c in have]
         for g in range(pf.num_row_groups):
-            t = pf.read_row_group(g, columns=list(columns) if columns else None)
-            yield from t.to_pylist()
+            yield from read_row_group(pf, g, cols, name).to_pylist()
 
 
 def list_shards(root: str, split: "str | None" = None) -> "list[str]":

@@ -41,6 +41,9 @@ def mask_utils():
 
 
 # ----------------------------------------------------------------------------- instances
+RLE_BATCH_BYTES = 64 << 20
+
+
 def instance_rles(ids: np.ndarray, meta: "list[dict[str, Any]]") -> "list[dict[str, Any]]":
     """One entry per painted instance: ``rle`` (compressed COCO RLE), ``area``, ``score``,
     ``category`` (-1 when none)."""
@@ -48,9 +51,12 @@ def instance_rles(ids: np.ndarray, meta: "list[dict[str, Any]]") -> "list[dict[s
     keep = [m for m in meta if int(m["area"]) > 0]
     if not keep:
         return []
-    stack = np.asfortranarray(
-        (ids[:, :, None] == np.array([int(m["id"]) for m in keep], ids.dtype)).astype(np.uint8))
-    rles = mu.encode(stack)
+    # masks are stacked a batch at a time (~64 MB of uint8): up to 65535 instances per image
+    batch = max(1, RLE_BATCH_BYTES // max(1, ids.size))
+    rles = []
+    for i in range(0, len(keep), batch):
+        want = np.array([int(m["id"]) for m in keep[i:i + batch]], ids.dtype)
+        rles += mu.encode(np.asfortranarray((ids[:, :, None] == want).astype(np.uint8)))
     return [{"rle": r, "area": int(m["area"]), "score": float(m["score"]),
              "category": int(m["category"])} for r, m in zip(rles, keep)]
 

@@ -12,22 +12,26 @@ from __future__ import annotations
 import heapq
 from typing import Any, Iterator
 
-from c2fmae_data.format.schema import (STATUS_OK, FormatError, decode_instance_png,
+from c2fmae_data.format.categories import NUM_SEMANTIC_CLASSES, SEMANTIC_IGNORE
+from c2fmae_data.format.schema import COLUMNS as SCHEMA_COLUMNS
+from c2fmae_data.format.schema import (STATUS_OK, FormatError, check_record, decode_instance_png,
                                        decode_semantic_png)
 from c2fmae_data.label_eval.metrics import (Confusion, InstanceSet, coco_eval, image_instance_f1,
                                             instance_rles, per_category_ap, pixel_accuracy,
                                             semantic_metrics, stats_dict)
 from c2fmae_data.label_eval.pq import PanopticQuality, segments
 from c2fmae_data.format.manifest import load_manifest
-from c2fmae_data.format.fs import join, open_fs
+from c2fmae_data.format.fs import inside_root, open_fs
 from c2fmae_data.format.shards import iter_shard, list_shards
 
 COLUMNS = ("key", "source_sha256", "width", "height", "instance_png", "semantic_png",
-           "instances", "threshold", "status")
+           "instances", "threshold", "status", "class_index", "num_instances", "reason")
 
 
 def dataset_rows(root: str, role: str, columns=COLUMNS) -> Iterator["dict[str, Any]"]:
-    """Every row of every split of ``root``; a root that is not a dataset is one clear error."""
+    """Every row of every split of ``root`` (``_shard``: the shard it came from); a root that is
+    not a dataset is one clear error. Ok rows read with all of ``COLUMNS`` are checked like
+    ``verify`` checks metadata (a FormatError names role, shard, key and the problem)."""
     try:
         load_manifest(root)
     except FormatError as e:
@@ -37,8 +41,33 @@ def dataset_rows(root: str, role: str, columns=COLUMNS) -> Iterator["dict[str, A
     if not shards:
         raise FormatError(f"{role} {root} is not a dataset root: no shards/<split>-NNNNN.parquet")
     fs, base = open_fs(root)
+    full = set(COLUMNS) <= set(columns)
     for rel in shards:
-        yield from iter_shard(fs, join(base, rel), list(columns))
+        for r in iter_shard(fs, inside_root(fs, base, rel), list(columns), rel):
+            r["_shard"] = rel
+            if full and r.get("status") == STATUS_OK:
+                probs = check_record({**dict.fromkeys(SCHEMA_COLUMNS), **r}, decode=False)
+                if probs:
+                    raise FormatError(f"{role} {root}: {rel}: key {str(r['key'])[:200]!r}: "
+                                      f"{probs[0]}")
+            yield r
+
+
+def _masks(row: "dict[str, Any]", role: str):
+    """(instance map, semantic map) of a row, checked at its size as untrusted PNGs."""
+    out = []
+    for col, dec in (("instance_png", decode_instance_png), ("semantic_png", decode_semantic_png)):
+        try:
+            out.append(dec(row[col], row["width"], row["height"]))
+        except FormatError as e:
+            raise FormatError(f"{role}: {row.get('_shard')}: key {row['key']!r}: {col}: "
+                              f"{e}") from None
+    sem = out[1]
+    bad = (sem >= NUM_SEMANTIC_CLASSES) & (sem != SEMANTIC_IGNORE)
+    if bad.any():
+        raise FormatError(f"{role}: {row.get('_shard')}: key {row['key']!r}: semantic_png: id "
+                          f"{int(sem[bad].max())} outside 0..132 and not 255")
+    return out[0], out[1]
 
 
 def level_name(threshold) -> str:
@@ -82,8 +111,7 @@ def _score_pair(p, g, image_id, inst: InstanceSet, conf: Confusion, pq: Panoptic
     if (p["width"], p["height"]) != (g["width"], g["height"]):
         raise FormatError(f"{p['key']}: prediction is {p['width']}x{p['height']}, GT "
                           f"{g['key']} is {g['width']}x{g['height']} (not the same image?)")
-    g_ids, p_ids = decode_instance_png(g["instance_png"]), decode_instance_png(p["instance_png"])
-    g_sem, p_sem = decode_semantic_png(g["semantic_png"]), decode_semantic_png(p["semantic_png"])
+    (g_ids, g_sem), (p_ids, p_sem) = _masks(g, "GT_ROOT"), _masks(p, "PRED_ROOT")
     gi = instance_rles(g_ids, g["instances"] or [])
     di = instance_rles(p_ids, p["instances"] or [])
     inst.add(image_id, g["width"], g["height"], gi, di)

@@ -1,5 +1,5 @@
-"""Per-row arrays of the map-style index: the keys as one fixed-width bytes array
-(``fixed_width_keys``) and the fields a sample checks (``RowMeta``), in numpy.
+"""Per-row arrays of the loaders' index: the keys packed in one buffer (``PackedKeys``) and the
+fields a sample checks (``RowMeta``), in numpy.
 
 A sample needs ``width``/``height`` (the decoded image must match the masks), ``source_size`` and
 ``source_sha256`` (the joined image must be the one that was labeled) besides its PNGs. Read
@@ -54,21 +54,36 @@ def _digests(col: pa.ChunkedArray) -> "tuple[np.ndarray, np.ndarray, dict[int, A
     return digest, valid, odd
 
 
-def fixed_width_keys(chunks) -> np.ndarray:
-    """Keys (Arrow string arrays) as one numpy fixed-width bytes array, through Arrow buffers."""
-    arr = (pa.concat_arrays([c.cast(pa.string()) for c in chunks]) if chunks
-           else pa.array([], pa.string()))
-    if len(arr) == 0:
-        return np.zeros(0, "S1")
-    offs = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
-    data = np.frombuffer(arr.buffers()[2], np.uint8) if arr.buffers()[2] else np.zeros(0, np.uint8)
-    lens = np.diff(offs)
-    width = max(1, int(lens.max()))
-    out = np.zeros((len(arr), width), np.uint8)
-    row = np.repeat(np.arange(len(arr)), lens)
-    col = np.arange(len(data[offs[0]:offs[-1]])) - np.repeat(offs[:-1] - offs[0], lens)
-    out[row, col] = data[offs[0]:offs[-1]]
-    return out.view(f"S{width}").ravel()
+class PackedKeys:
+    """Keys as one bytes buffer plus int64 offsets: memory is the keys' total length + 8 bytes a
+    row whatever the longest key (a fixed-width array would cost rows x longest key: one hostile
+    4 KB key in a 1.28M-row index would make it 5 GB). Numpy buffers only, shared copy-on-write
+    by forked DataLoader workers."""
+
+    def __init__(self, chunks):
+        arrs = [c.cast(pa.string()) for c in chunks if len(c)]
+        lens = [pc.binary_length(a).to_numpy(zero_copy_only=False) for a in arrs]
+        self._offsets = np.zeros(1 + sum(len(x) for x in lens), np.int64)
+        np.cumsum(np.concatenate(lens) if lens else np.zeros(0, np.int64),
+                  out=self._offsets[1:])
+        parts = []
+        for a in arrs:
+            offs = np.frombuffer(a.buffers()[1], np.int32, len(a) + 1, a.offset * 4)
+            data = a.buffers()[2]
+            parts.append(np.frombuffer(data, np.uint8)[offs[0]:offs[-1]] if data is not None
+                         else np.zeros(0, np.uint8))
+        self._data = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        return self._data[self._offsets[i]:self._offsets[i + 1]].tobytes().decode()
+
+    def tolist(self) -> "list[str]":
+        data = self._data.tobytes()
+        offs = self._offsets.tolist()
+        return [data[a:b].decode() for a, b in zip(offs, offs[1:])]
 
 
 class RowMeta:

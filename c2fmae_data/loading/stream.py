@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from c2fmae_data.loading.dataset import MultiGranularBase
-from c2fmae_data.format.schema import STATUS_OK, FormatError
+from c2fmae_data.format.schema import FormatError
+from c2fmae_data.loading.base import MultiGranularBase
 from c2fmae_data.loading.source import SampleError
 
 log = logging.getLogger(__name__)
@@ -49,20 +49,19 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
         self.shuffle, self.seed, self.buffer_size, self.even = shuffle, seed, buffer_size, even
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.batch_size, self.start = None, 0          # trainer mode (set_batching)
-        self.units: "list[tuple[int, int, int]]" = []  # (shard, row group, rows kept)
-        self._kept: "list[np.ndarray]" = []            # offsets of the kept rows of each unit
-        self.num_failed = 0
-        for s, (t, sizes) in enumerate(self._shard_tables()):
-            status = t.column("status").to_pylist()
-            start = 0
-            for g, n in enumerate(sizes):
-                ok = np.array([st == STATUS_OK for st in status[start:start + n]], bool)
-                self.num_failed += int(n - ok.sum())
-                kept = np.arange(n, dtype=np.int32) if self.include_failed else \
-                    np.flatnonzero(ok).astype(np.int32)
-                self.units.append((s, g, len(kept)))
-                self._kept.append(kept)
-                start += n
+        sizes = self._build_index()   # the kept rows, in shard / row group / row order
+        ngroups = np.array([len(g) for g in sizes], np.int64)
+        base = np.concatenate([[0], np.cumsum(ngroups)[:-1]]).astype(np.int64)
+        #: the row group ("unit") of every kept row
+        self._unit_of = (base[self._shard] + self._group).astype(np.int64) if len(ngroups) \
+            else np.zeros(0, np.int64)
+        counts = np.bincount(self._unit_of, minlength=int(ngroups.sum()))
+        #: (shard, row group, rows kept) of every row group; unit u's kept rows are the per-row
+        #: arrays' positions _unit_start[u] .. _unit_start[u] + rows kept - 1
+        self.units: "list[tuple[int, int, int]]" = [
+            (s, g, int(counts[base[s] + g])) for s in range(len(sizes))
+            for g in range(len(sizes[s]))]
+        self._unit_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self._close()
 
     def set_epoch(self, epoch: int) -> None:
@@ -136,19 +135,29 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
         return int(counts.min() if self.even else counts[rank])
 
     def _rows_of(self, tokens: list):
-        """The rows of (unit, offset) tokens, in their order: a unit's row group is read when its
-        first token comes, and its rows still to come are kept (about a buffer of rows)."""
+        """The rows of tokens (positions in the per-row arrays), in their order: a unit's row
+        group is read when its first token comes, and its rows still to come are kept (about a
+        buffer of rows)."""
         need: "dict[int, list[int]]" = {}
-        for u, off in tokens:
-            need.setdefault(u, []).append(off)
+        for i in tokens:
+            need.setdefault(int(self._unit_of[i]), []).append(i)
         rows = {}
         for tok in tokens:
             if tok not in rows:
-                u = tok[0]
+                u = int(self._unit_of[tok])
                 shard, group, _ = self.units[u]
-                table = self._row_group(shard, group)
-                rows.update(((u, o), self.row_at(table, o)) for o in need.pop(u))
+                try:
+                    table = self._row_group(shard, group)
+                    rows.update((i, self._row(i, table)) for i in need.pop(u))
+                except FormatError as e:   # every row of it fails (raised or skipped later)
+                    rows.update((i, {"key": self.key(i), "_error": e}) for i in need.pop(u))
             yield rows.pop(tok)
+
+    def _tokens(self, units: "list[int]"):
+        """The kept rows of ``units`` as positions in the per-row arrays, unit after unit."""
+        for u in units:
+            start = int(self._unit_start[u])
+            yield from range(start, start + self.units[u][2])
 
     def _shuffled(self, rows, rng: random.Random):
         if not self.shuffle or self.buffer_size <= 1:
@@ -186,8 +195,9 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
         if limit is None:
             limit = self._cap(rank, world, worker, workers)
         rng = random.Random(f"rows-{self.seed}-{self.epoch}-{rank}-{worker}")
-        # the epoch's order of (unit, row offset) tokens, before any row group is read
-        order = list(self._shuffled(((u, int(o)) for u in units for o in self._kept[u]), rng))
+        # the epoch's order of tokens (positions in the per-row arrays), before any row group
+        # is read
+        order = list(self._shuffled(self._tokens(units), rng))
         if self.batch_size is not None and limit > skip and not order:
             raise ValueError(f"rank {rank} worker {worker}: no rows to read ({len(self.units)} "
                              f"row groups for {world} ranks x {workers} workers)")
@@ -196,6 +206,8 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
             if limit is not None and produced >= limit:
                 break
             try:
+                if "_error" in row:
+                    raise row["_error"]
                 sample = self.make_sample(row, self.sample_rng(row["key"]))  # per-sample RNG
             except (SampleError, FormatError) as e:
                 if self.on_error == "raise":
@@ -203,7 +215,10 @@ class ImageNetMultiGranularStream(MultiGranularBase, IterableDataset):
                 self._skip(row["key"], e)
                 failed_run += 1
                 if failed_run >= len(order):   # a whole lap without one good sample
-                    raise SampleError(row["key"], "every row of this reader failed") from None
+                    why = f"every row of this reader failed; the last: {e}"
+                    if isinstance(e, FormatError):
+                        raise FormatError(f"{row['key']}: {why}") from None
+                    raise SampleError(row["key"], why) from None
                 continue
             produced, failed_run = produced + 1, 0
             yield sample

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from c2fmae_data.format.png_rows import png_size, sample_png
+from c2fmae_data.format.png_check import PngLayout, png_size
+from c2fmae_data.format.png_rows import sample_png
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -96,17 +97,22 @@ def nearest_indices(start: int, length: int, out: int) -> np.ndarray:
 
 def resize_mask(mask, box, out: int) -> np.ndarray:
     """Crop ``box`` = (x0, y0, w, h) from an HxW mask and nearest-resize it to out x out, touching
-    only the sampled pixels. ``mask`` is an array or the PNG bytes of one (then only the rows up
-    to the last sampled one are inflated, see ``png_rows``)."""
+    only the sampled pixels. ``mask`` is an array, or the PNG bytes of one or their checked
+    ``PngLayout`` (then only the rows up to the last sampled one are inflated, see
+    ``png_rows``)."""
     x0, y0, w, h = box
     ys, xs = nearest_indices(y0, h, out), nearest_indices(x0, w, out)
+    if isinstance(mask, PngLayout):
+        return sample_png(mask, ys, xs)
     if isinstance(mask, (bytes, bytearray, memoryview)):
         return sample_png(bytes(mask), ys, xs)
     return mask[np.ix_(ys, xs)]
 
 
 def mask_hw(mask) -> "tuple[int, int]":
-    """(height, width) of an array or of PNG bytes (read from the header)."""
+    """(height, width) of an array, a checked PNG layout or PNG bytes (read from the header)."""
+    if isinstance(mask, PngLayout):
+        return mask.height, mask.width
     if isinstance(mask, (bytes, bytearray, memoryview)):
         w, h = png_size(bytes(mask))
         return h, w

@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -22,9 +21,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from c2fmae_data.format.bounds import MAX_MANIFEST_BYTES, loads_bounded, read_capped
 from c2fmae_data.format.schema import FormatError
 from c2fmae_data.format.manifest import MANIFEST, manifest_problems, safe_relpath, write_json_atomic
-from c2fmae_data.format.fs import join, open_fs, sha256_file
+from c2fmae_data.format.fs import inside_root, join, open_fs, sha256_file
 
 CHUNK = 1 << 20
 PART = ".part"
@@ -55,35 +55,43 @@ def _with_retries(what: str, fn: Callable[[int], Any], retries: int, backoff: fl
     for attempt in range(retries + 1):
         try:
             return fn(attempt)
+        except FormatError:   # the bytes break the format: fetching again will not help
+            raise
         except (OSError, ValueError, DownloadError) as e:  # requests errors are OSErrors
             if attempt == retries:
                 raise DownloadError(f"{what}: failed after {retries + 1} attempts: {e}") from e
             time.sleep(min(backoff * 2 ** attempt, 30.0))
 
 
-def read_remote(url: str, *, timeout: float = 60) -> bytes:
+def read_remote(url: str, *, timeout: float = 60, limit: "int | None" = None) -> bytes:
+    """The bytes at ``url``, refused (FormatError) past ``limit`` (default: the manifest bound):
+    a hostile server cannot make the reader hold more."""
+    limit = MAX_MANIFEST_BYTES if limit is None else limit
     if _is_http(url):
         import requests
 
-        r = requests.get(url, timeout=timeout)
-        r.raise_for_status()
-        return r.content
+        with requests.get(url, timeout=timeout, stream=True) as r:
+            r.raise_for_status()
+            data = bytearray()
+            for b in r.iter_content(CHUNK):
+                data += b
+                if len(data) > limit:
+                    raise FormatError(f"{url}: larger than {limit} bytes, the bound for it")
+            return bytes(data)
     fs, path = open_fs(url)
-    return fs.cat_file(path)
+    with fs.open(path, "rb") as f:
+        return read_capped(f, limit, url)
 
 
 def fetch_manifest(url: str, *, retries: int = 3, backoff: float = 0.5) -> "dict[str, Any]":
     """The remote manifest, refused as a whole if any entry is malformed or escapes the root."""
     src = _remote(url, MANIFEST)
     data = _with_retries(src, lambda _: read_remote(src), retries, backoff)
-    try:
-        m = json.loads(data)
-    except ValueError as e:
-        raise FormatError(f"{src}: not valid JSON: {e}") from None
+    m = loads_bounded(data, src)
     probs = manifest_problems(m)
     if probs:
         raise FormatError(f"{src}: refusing this manifest, nothing was written:\n  "
-                          + "\n  ".join(probs))
+                          + "\n  ".join(probs[:50]))
     for s in m["splits"].values():
         for e in s["shards"]:
             safe_relpath(e["file"])  # also checked above; kept explicit: never trust remote paths
@@ -120,10 +128,14 @@ def _stream_fsspec(url: str, offset: int):
     return offset, gen()
 
 
-def _local_sha256(path: str) -> "tuple[str, int]":
+def fsspec_local():
     import fsspec
 
-    return sha256_file(fsspec.filesystem("file"), path, CHUNK)
+    return fsspec.filesystem("file")
+
+
+def _local_sha256(path: str) -> "tuple[str, int]":
+    return sha256_file(fsspec_local(), path, CHUNK)
 
 
 class _Fetcher:
@@ -143,8 +155,9 @@ class _Fetcher:
 
     def shard(self, e: "dict[str, Any]") -> None:
         rel = safe_relpath(e["file"])
-        final = os.path.join(self.dest, *rel.split("/"))
-        part = final + PART
+        local = fsspec_local()
+        final = inside_root(local, self.dest, rel)       # no symlink in DEST leads out of it
+        part = inside_root(local, self.dest, rel + PART)
         size, sha = int(e["bytes"]), e["sha256"]
         if os.path.exists(final) and os.path.getsize(final) == size \
                 and _local_sha256(final)[0] == sha:
@@ -171,6 +184,12 @@ class _Fetcher:
                 f.seek(have)
                 f.truncate()
                 for b in chunks:
+                    if f.tell() + len(b) > size:   # never hold more than the manifest lists
+                        self._progress(-f.tell())
+                        f.close()
+                        os.remove(part)
+                        raise DownloadError(f"{src}: the server sends more than the {size} "
+                                            "bytes the manifest lists")
                     f.write(b)
                     self._progress(len(b))
             got_sha, got = _local_sha256(part)
@@ -201,6 +220,10 @@ def download(url: str, dest: str, *, workers: int = 4, retries: int = 5, backoff
     entries = [e for sp, s in m["splits"].items() if split in (None, sp) for e in s["shards"]]
     entries += [s["index"] for sp, s in m["splits"].items()   # format 1.2: fetched like a shard
                 if split in (None, sp) and s.get("index")]
+    local = fsspec_local()
+    for e in entries:   # before anything is written: no symlink in DEST leads out of it
+        for suffix in ("", PART):
+            inside_root(local, dest, safe_relpath(e["file"]) + suffix)
     os.makedirs(dest, exist_ok=True)
     bar = None
     if progress:

@@ -19,11 +19,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from c2fmae_data.format.categories import (COCO_PANOPTIC_NAMES, SEMANTIC_IGNORE, imagenet_lemmas,
+from c2fmae_data.format.categories import (COCO_PANOPTIC_NAMES, NUM_SEMANTIC_CLASSES,
+                                           SEMANTIC_IGNORE, imagenet_lemmas,
                                            semantic_palette)
-from c2fmae_data.format.schema import STATUS_OK, decode_instance_png, decode_semantic_png
+from c2fmae_data.format.schema import (STATUS_OK, FormatError, decode_instance_png,
+                                       decode_semantic_png)
 from c2fmae_data.format.manifest import load_manifest
-from c2fmae_data.format.fs import join, open_fs
+from c2fmae_data.format.fs import inside_root, open_fs
 from c2fmae_data.format.shards import iter_shard
 from c2fmae_data.loading.source import ImageSource, SampleError, check_image_root
 
@@ -90,8 +92,11 @@ def sample_panels(rec: "dict[str, Any]", rgb: "np.ndarray | None"
                   ) -> "tuple[np.ndarray, np.ndarray]":
     """One TILE x 3*TILE strip (RGB | instance | semantic; a red panel where RGB is None) and the
     row's semantic map (for the legend)."""
-    inst = decode_instance_png(rec["instance_png"])
-    sem = decode_semantic_png(rec["semantic_png"])
+    inst = decode_instance_png(rec["instance_png"], rec["width"], rec["height"])
+    sem = decode_semantic_png(rec["semantic_png"], rec["width"], rec["height"])
+    bad = (sem >= NUM_SEMANTIC_CLASSES) & (sem != SEMANTIC_IGNORE)
+    if bad.any():   # it would have no name in the legend
+        raise FormatError(f"semantic_png: id {int(sem[bad].max())} outside 0..132 and not 255")
     pal = np.asarray(semantic_palette(), np.uint8)
     rgb_panel = _fit(rgb, False) if rgb is not None else np.full((TILE, TILE, 3), (96, 0, 0),
                                                                  np.uint8)
@@ -108,7 +113,8 @@ def class_name(rec: "dict[str, Any]") -> str:
         except Exception:  # noqa: BLE001 - no timm class table: the index still says it
             return f"class {ci}"
     cats = list(dict.fromkeys(COCO_PANOPTIC_NAMES[m["category"]] for m in rec.get("instances") or []
-                              if m.get("category") is not None and m["category"] >= 0))
+                              if isinstance(m, dict) and m.get("category") is not None
+                              and 0 <= m["category"] < len(COCO_PANOPTIC_NAMES)))
     if not cats:
         return "no objects"
     return "objects: " + ", ".join(cats[:4]) + (f" +{len(cats) - 4}" if len(cats) > 4 else "")
@@ -206,7 +212,7 @@ def _collect(root: str, n: int, imagenet_root: "str | None", split: "str | None"
         if sp not in m["splits"]:
             raise KeyError(f"split {sp!r} not in {root} (has {sorted(m['splits'])})")
         for e in m["splits"][sp]["shards"]:
-            for rec in iter_shard(fs, join(base, e["file"])):
+            for rec in iter_shard(fs, inside_root(fs, base, e["file"]), name=e["file"]):
                 if len(strips) >= n:
                     break
                 if rec["status"] != STATUS_OK:
@@ -219,7 +225,10 @@ def _collect(root: str, n: int, imagenet_root: "str | None", split: "str | None"
                 rgb, why = row_rgb(rec, source)
                 if rgb is None:
                     missing.append(why)
-                strip, sem = sample_panels(rec, rgb)
+                try:
+                    strip, sem = sample_panels(rec, rgb)
+                except FormatError as err:
+                    raise FormatError(f"{e['file']}: key {rec['key']!r}: masks: {err}") from None
                 for v, c in zip(*np.unique(sem, return_counts=True)):
                     sem_counts[int(v)] = sem_counts.get(int(v), 0) + int(c)
                 strips.append(strip)

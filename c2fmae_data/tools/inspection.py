@@ -11,7 +11,7 @@ from typing import Any
 from c2fmae_data.format.categories import COCO_PANOPTIC_NAMES, NUM_IMAGENET_CLASSES
 from c2fmae_data.format.schema import STATUS_OK
 from c2fmae_data.format.manifest import load_manifest
-from c2fmae_data.format.fs import join, open_fs
+from c2fmae_data.format.fs import inside_root, open_fs
 from c2fmae_data.format.shards import iter_shard
 
 STAT_COLUMNS = ["key", "class_index", "status", "reason", "num_instances", "threshold",
@@ -49,7 +49,8 @@ def dataset_stats(root: str, split: "str | None" = None) -> "dict[str, Any]":
             raise KeyError(f"split {sp!r} not in {root} (has {sorted(m['splits'])})")
         sc = {"rows": 0, "ok": 0, "failed": 0}
         for e in m["splits"][sp]["shards"]:
-            for r in iter_shard(fs, join(base, e["file"]), STAT_COLUMNS):
+            rel = e["file"]
+            for r in iter_shard(fs, inside_root(fs, base, rel), STAT_COLUMNS, rel):
                 sc["rows"] += 1
                 if r["status"] != STATUS_OK:
                     sc["failed"] += 1
@@ -58,7 +59,7 @@ def dataset_stats(root: str, split: "str | None" = None) -> "dict[str, Any]":
                         failures.append({"key": r["key"], "reason": r["reason"] or "?"})
                     continue
                 sc["ok"] += 1
-                if r["class_index"] is not None and r["class_index"] >= 0:
+                if r["class_index"] is not None and 0 <= r["class_index"] < NUM_IMAGENET_CLASSES:
                     per_class[int(r["class_index"])] += 1
                 n = int(r["num_instances"] or 0)
                 counts["instances"] += n
@@ -66,8 +67,9 @@ def dataset_stats(root: str, split: "str | None" = None) -> "dict[str, Any]":
                 thr = r["threshold"]
                 thr_hist["none (ground truth)" if thr is None else f"{thr:.2f}"] += 1
                 for inst in r["instances"] or []:
-                    if inst["category"] is not None and inst["category"] >= 0:
-                        cat_hist[COCO_PANOPTIC_NAMES[inst["category"]]] += 1
+                    cat = inst.get("category") if isinstance(inst, dict) else None
+                    if cat is not None and 0 <= cat < len(COCO_PANOPTIC_NAMES):
+                        cat_hist[COCO_PANOPTIC_NAMES[cat]] += 1
         per_split[sp] = sc
         for k in sc:
             counts[k] += sc[k]

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from c2fmae_data.format.schema import (COLUMNS, FORMAT_VERSION, SCHEMA, STATUS_OK, FormatError,
@@ -34,7 +33,9 @@ from c2fmae_data.format.schema import (COLUMNS, FORMAT_VERSION, SCHEMA, STATUS_O
 from c2fmae_data.format.index import SCAN_COLUMNS, index_problems, rows_digest
 from c2fmae_data.format.manifest import MANIFEST, load_manifest
 from c2fmae_data.loading.source import check_image_root
-from c2fmae_data.format.fs import join, open_fs, sha256_file
+from c2fmae_data.format.fs import inside_root, join, open_fs, sha256_file
+from c2fmae_data.format.parquet_guard import (column_problems, open_parquet, read_columns,
+                                              read_row_group)
 from c2fmae_data.format.shards import SHARD_DIR, TMP_MARK, parse_shard_name, shard_meta
 
 #: columns read in quick mode (no masks, no image bytes)
@@ -74,52 +75,19 @@ def _key_hash(key: str) -> int:
                           signed=True)
 
 
-def _plain_type(t: pa.DataType) -> pa.DataType:
-    """The type with large/view string, binary and list variants (what other Parquet writers may
-    produce; read the same) replaced by the plain ones of ``format.SCHEMA``."""
-    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return pa.string()
-    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
-        return pa.binary()
-    if pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
-        return pa.list_(_plain_field(t.value_field))
-    if pa.types.is_list(t):
-        return pa.list_(_plain_field(t.value_field))
-    if pa.types.is_fixed_size_list(t):
-        return pa.list_(_plain_field(t.value_field), t.list_size)
-    if pa.types.is_struct(t):
-        return pa.struct([_plain_field(t.field(i)) for i in range(t.num_fields)])
-    if pa.types.is_dictionary(t):
-        return _plain_type(t.value_type)
-    return t
-
-
-def _plain_field(f: pa.Field) -> pa.Field:
-    return pa.field(f.name, _plain_type(f.type))   # element names and nullability do not matter
-
-
-def type_problems(schema: pa.Schema) -> "list[str]":
-    """Columns whose Arrow type differs from ``format.SCHEMA`` (extra columns are allowed)."""
-    out = []
-    for f in SCHEMA:
-        i = schema.get_field_index(f.name)
-        if i >= 0 and _plain_type(schema.field(i).type) != _plain_type(f.type):
-            out.append(f"column {f.name} is {schema.field(i).type}, the format says {f.type}")
-    return out
-
-
-def _iter_rows(pf: pq.ParquetFile, columns: "list[str]", whole: bool = False
+def _iter_rows(pf: pq.ParquetFile, columns: "list[str]", whole: bool = False, name: str = "?"
                ) -> Iterator["dict[str, Any]"]:
     """Rows as dicts: one row group at a time (both modes: also for quick mode's light columns,
     16-row reads measured 43-89 ms per 1000-row shard against 48-97 ms for one read,
-    docs/benchmarks.md ``scale-*``), or with ``whole`` the shard in one read."""
+    docs/benchmarks.md ``scale-*``), or with ``whole`` the shard in one read. Reads are guarded:
+    a failure is a FormatError naming the shard and row group."""
     have = set(pf.schema_arrow.names)
     cols = [c for c in columns if c in have]
     if whole:
-        yield from pf.read(columns=cols, use_threads=False).to_pylist()
+        yield from read_columns(pf, cols, name).to_pylist()
         return
     for g in range(pf.num_row_groups):
-        yield from pf.read_row_group(g, columns=cols).to_pylist()
+        yield from read_row_group(pf, g, cols, name).to_pylist()
 
 
 class _Verifier:
@@ -130,6 +98,7 @@ class _Verifier:
         self._source_fs = None   # (fs, base) of imagenet_root, opened on first use
         self._top_dirs: dict[str, bool] = {}   # key's first folder -> present under the root
         self.full, self.workers = full, max(1, int(workers))
+        self.self_contained = False   # the manifest's word: then every ok row has image_bytes
         self.first_key = None
         self.key_hashes: list[np.ndarray] = []
         self.key_shard: list[np.ndarray] = []
@@ -164,6 +133,7 @@ class _Verifier:
         except FormatError as e:
             self.problem(f"{MANIFEST}: {e}")
             return self.report
+        self.self_contained = manifest.get("self_contained") is True
         present, _ = self.listed_files()
         listed = []
         for split, s in manifest["splits"].items():
@@ -199,7 +169,8 @@ class _Verifier:
     # ------------------------------------------------------------------ shards in parallel
     def shard_results(self, split: str, entries: list) -> Iterator["dict[str, Any]"]:
         """One ``_check_one`` result per entry, in entry order; ``workers`` processes."""
-        args = [(self.report.root, self.imagenet_root, self.full, split, e) for e in entries]
+        args = [(self.report.root, self.imagenet_root, self.full, split, e, self.self_contained)
+                for e in entries]
         if self.workers <= 1 or len(entries) <= 1:
             yield from (_check_one(*a) for a in args)
             return
@@ -233,26 +204,36 @@ class _Verifier:
     # ------------------------------------------------------------------ one shard
     def check_shard(self, split: str, e: "dict[str, Any]", prev_last: "str | None"
                     ) -> "str | None":
-        rel, path = e["file"], join(self.base, e["file"])
+        rel = e["file"]
         self.report.shards += 1
+        try:
+            path = inside_root(self.fs, self.base, rel)
+        except FormatError as err:
+            self.problem(str(err))
+            return prev_last
         if not self.fs.exists(path):
             self.problem(f"{rel}: missing (listed in the manifest with {e.get('rows')} rows)")
             return prev_last
-        sha, size = sha256_file(self.fs, path)
+        try:
+            sha, size = sha256_file(self.fs, path)
+        except OSError as err:   # e.g. a folder under a shard's name
+            self.problem(f"{rel}: unreadable: {type(err).__name__}: {err}")
+            return prev_last
         if size != int(e["bytes"]):
             self.problem(f"{rel}: {size} bytes, manifest says {e['bytes']} (truncated or replaced)")
         if sha != e["sha256"]:
             self.problem(f"{rel}: sha256 {sha[:16]}... != manifest {str(e['sha256'])[:16]}... "
                          f"(corrupted or modified)")
-        try:
-            meta = shard_meta(self.fs, path)
+        try:   # the file is untrusted: every failure below is one FormatError naming it
+            meta = shard_meta(self.fs, path, rel)
             ver = str(meta.get("format_version", ""))
             if ver.split(".")[0] != FORMAT_VERSION.split(".")[0]:
-                self.problem(f"{rel}: format_version {ver!r} not readable by {FORMAT_VERSION}")
+                self.problem(f"{rel}: format_version {ver[:40]!r} not readable by "
+                             f"{FORMAT_VERSION}")
             with self.fs.open(path, "rb") as f:
-                return self.check_rows(rel, e, pq.ParquetFile(f), prev_last)
-        except Exception as err:  # an unreadable parquet file: report and go on
-            self.problem(f"{rel}: unreadable Parquet file: {type(err).__name__}: {err}")
+                return self.check_rows(rel, e, open_parquet(f, rel, checksums=True), prev_last)
+        except FormatError as err:
+            self.problem(str(err) if str(err).startswith(rel) else f"{rel}: {err}")
             return prev_last
 
     def check_rows(self, rel: str, e: "dict[str, Any]", pf: pq.ParquetFile,
@@ -261,7 +242,9 @@ class _Verifier:
         if missing:
             self.problem(f"{rel}: lacks columns {missing}")
             return prev_last
-        wrong = type_problems(pf.schema_arrow)
+        if self.self_contained and "image_bytes" not in pf.schema_arrow.names:
+            self.problem(f"{rel}: lacks column image_bytes (the manifest says self_contained)")
+        wrong = column_problems(pf.schema_arrow, SCHEMA)
         for p in wrong:
             self.problem(f"{rel}: {p} (readers refuse its rows; rewrite the shard)")
         if wrong:
@@ -276,15 +259,14 @@ class _Verifier:
         first = last = None
         shard_no = len(self.shard_files)
         self.shard_files.append(rel)
-        for rec in _iter_rows(pf, columns):
+        for rec in _iter_rows(pf, columns, name=rel):
             key = rec.get("key")
             rec.setdefault("image_bytes", None)
             for c in ("instance_png", "semantic_png"):
                 rec.setdefault(c, None)
             probs = check_record(rec, decode=self.full)
-            if self.full and rec.get("image_bytes") is not None and rec.get("status") == STATUS_OK:
-                if hashlib.sha256(rec["image_bytes"]).hexdigest() != rec.get("source_sha256"):
-                    probs.append("image_bytes do not match source_sha256")
+            if self.full:
+                probs += self.image_bytes_problems(rec)
             if (self.imagenet_root is not None and rec.get("status") == STATUS_OK
                     and not any(p.startswith("invalid key") for p in probs)):
                 probs += self.check_source(rec)
@@ -315,6 +297,17 @@ class _Verifier:
         self.digest = rows_digest(seen, [md.row_group(g).num_rows
                                           for g in range(md.num_row_groups)])
         return last if last is not None else prev_last
+
+    def image_bytes_problems(self, rec: "dict[str, Any]") -> "list[str]":
+        """image_bytes against sha256 (failed rows too: include_failed shows them)."""
+        data, sha = rec.get("image_bytes"), rec.get("source_sha256")
+        if data is None:
+            return (["image_bytes missing on an ok row of a self-contained dataset"]
+                    if self.self_contained and rec.get("status") == STATUS_OK else [])
+        if (sha is not None or rec.get("status") == STATUS_OK) \
+                and hashlib.sha256(data).hexdigest() != sha:
+            return ["image_bytes do not match source_sha256"]
+        return []
 
     def check_source(self, rec: "dict[str, Any]") -> "list[str]":
         if self._source_fs is None:
@@ -370,19 +363,23 @@ class _Verifier:
         where: dict[str, list[str]] = {}
         for i in shards:
             rel = self.shard_files[i]
-            with self.fs.open(join(self.base, rel), "rb") as f:
-                for rec in _iter_rows(pq.ParquetFile(f), ["key"]):
-                    if _key_hash(rec["key"]) in dup_hashes:
-                        where.setdefault(rec["key"], []).append(rel)
+            try:
+                with self.fs.open(join(self.base, rel), "rb") as f:
+                    for rec in _iter_rows(open_parquet(f, rel), ["key"], name=rel):
+                        if _key_hash(rec["key"]) in dup_hashes:
+                            where.setdefault(rec["key"], []).append(rel)
+            except (FormatError, OSError) as e:   # it was read once; reported then if bad
+                self.problem(f"{rel}: re-reading keys for the duplicate check failed: {e}")
         for key, rels in sorted(where.items()):
             if len(rels) > 1 and len(set(rels)) > 1:  # within-shard repeats reported already
                 self.problem(f"duplicate key {key!r} in {', '.join(sorted(set(rels)))}")
 
 
 def _check_one(root: str, imagenet_root: "str | None", full: bool, split: str,
-               e: "dict[str, Any]") -> "dict[str, Any]":
+               e: "dict[str, Any]", self_contained: bool = False) -> "dict[str, Any]":
     """Everything verify learns from one shard alone (run in a worker process)."""
     v = _Verifier(root, imagenet_root, full)
+    v.self_contained = self_contained
     last = v.check_shard(split, e, None)
     r = v.report
     return {"problems": r.problems, "warnings": r.warnings, "shards": r.shards, "rows": r.rows,
@@ -400,5 +397,4 @@ def verify(root: str, *, imagenet_root: "str | None" = None, full: bool = False,
     if workers is None:
         workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count())
-    n = workers
-    return _Verifier(str(root), imagenet_root, full, n or 1).run()
+    return _Verifier(str(root), imagenet_root, full, workers or 1).run()
