@@ -15,7 +15,7 @@ from c2fmae_data.format.png_rows import decode_layout, inflate, sample_png
 from c2fmae_data.format.schema import (FormatError, check_record, decode_instance_png,
                                        decode_png, decode_semantic_png, encode_instance_png,
                                        encode_semantic_png)
-from tests._fuzz import adam7, chunk, png
+from tests._pngs import adam7, chunk, png
 
 SEM = (np.arange(12 * 20).reshape(12, 20) % 133).astype(np.uint8)
 IDS = (np.arange(12 * 20).reshape(12, 20) % 7).astype(np.uint16)

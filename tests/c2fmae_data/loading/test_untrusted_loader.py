@@ -23,7 +23,7 @@ from c2fmae_data.format.shards import write_shard
 from c2fmae_data.loading.source import SampleError
 from c2fmae_data.tools.verify import verify
 from tests._datasets import WNID, blob_masks, png_bytes, record
-from tests._fuzz import png
+from tests._pngs import png
 
 REPO = Path(__file__).resolve().parents[3]
 SMALL = {"size": 32, "stride": 4}
