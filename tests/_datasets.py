@@ -1,6 +1,6 @@
 """Small multi-granular datasets for tests and benchmarks, written with the real shard writer.
 
-Stable helpers (other test modules may import them: ``from _datasets import ...``):
+Stable helpers (test modules and benchmarks import them: ``from tests._datasets import ...``):
 
 * ``record(key, image_bytes, instance, semantic, ...)`` -> one schema row for given maps.
 * ``write_dataset(root, records, split="train", shards=2, self_contained=False)`` -> keys written;
@@ -12,19 +12,24 @@ Stable helpers (other test modules may import them: ``from _datasets import ...`
   (EXIF-upright) image size; the images stay where they are and are joined by key.
 * ``half_bright(w, h)`` -> (image, instance, semantic): left half bright and marked in both maps.
 * ``blob_masks(w, h, n, seed)`` -> canonical instance map (ids by decreasing area) + semantic map.
+* ``tiny_record(key, w=8, h=6)`` -> a valid ok row with two instances, no image.
+* ``good_dataset(root, images=None)`` -> two train shards and a val shard of tiny rows whose
+  source is ``IMAGE`` (written under ``images`` when given): what verify passes.
+* ``failed_rows_dataset(root)`` -> one ok row and two failed ones; ``SMALL``: loader options.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from c2fmae_data.format.categories import imagenet_wnid_to_index
+from c2fmae_data.format.categories import SEMANTIC_IGNORE, imagenet_wnid_to_index
 from c2fmae_data.format.schema import (STATUS_OK, encode_instance_png, encode_semantic_png,
-                                failed_record, make_instances)
+                                       failed_record, make_instances)
 from c2fmae_data.format.manifest import build_manifest
 from c2fmae_data.format.shards import write_shard
 from c2fmae_data.loading.source import decode_rgb
@@ -156,3 +161,61 @@ def imagenet_sample_dataset(root, imagenet_root, limit: "int | None" = None, sha
         recs.append(record(f.relative_to(imagenet_root).as_posix(), data, inst, sem,
                            wnid=f.parent.name, embed=False))
     return write_dataset(root, recs, "train", shards)
+
+
+def tiny_record(key: str, w: int = 8, h: int = 6, class_index: int = 3) -> dict:
+    """A valid ok row: two instances (areas 12 > 4) on a w x h image."""
+    inst = np.zeros((h, w), np.uint16)
+    inst[0:3, 0:4] = 1
+    inst[4:6, 6:8] = 2
+    sem = np.full((h, w), SEMANTIC_IGNORE, np.uint8)
+    sem[inst == 1], sem[inst == 2] = 0, 17
+    return {"key": key, "wnid": "n01440764", "class_index": class_index, "width": w, "height": h,
+            "source_size": 10, "source_sha256": hashlib.sha256(key.encode()).hexdigest(),
+            "instance_png": encode_instance_png(inst), "semantic_png": encode_semantic_png(sem),
+            "num_instances": 2,
+            "instances": make_instances(inst, [[0, 0, 4, 3], [6, 4, 8, 6]], [0.9, 0.5],
+                                        ["tench", "tench"], [0, 17]),
+            "threshold": 0.3, "status": "ok", "reason": None, "image_bytes": None}
+
+
+IMAGE = b"\xff\xd8 not really a jpeg but bytes with a hash"
+
+
+def good_dataset(root, *, images=None) -> str:
+    """Two train shards (3 rows each) and one val shard, with sources under ``images``."""
+    root = str(root)
+    shards = {("train", i): [tiny_record(f"train/n0/{i}{j}.JPEG") for j in range(3)] for i in range(2)}
+    shards["val", 0] = [tiny_record("val/v.JPEG")]
+    for (split, i), recs in shards.items():
+        for r in recs:
+            r["source_size"], r["source_sha256"] = len(IMAGE), hashlib.sha256(IMAGE).hexdigest()
+            if images is not None:
+                p = os.path.join(images, r["key"])
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                with open(p, "wb") as f:
+                    f.write(IMAGE)
+        write_shard(root, split, i, recs)
+    build_manifest(root)
+    return root
+
+
+#: loader options of the small datasets below
+SMALL = {"size": 32, "stride": 4, "transform": "eval"}
+
+
+def failed_rows_dataset(root) -> "list[str]":
+    """One ok row and two failed ones (one with pixels, one whose image cannot be decoded)."""
+    import numpy as np
+
+    img = png_bytes(np.full((40, 48, 3), 90, np.uint8))
+    inst, sem = blob_masks(48, 40, n=3, seed=1)
+    broken = b"\x89PNG\r\n\x1a\n but the rest is gone"
+    recs = [record(f"train/{WNID}/a_ok.png", img, inst, sem, embed=True),
+            failed_record(f"train/{WNID}/b_no_detection.png", "no detection", class_index=0,
+                          source_size=len(img), source_sha256=hashlib.sha256(img).hexdigest(),
+                          image_bytes=img),
+            failed_record(f"train/{WNID}/c_broken.png", "image unreadable", class_index=0,
+                          source_size=len(broken),
+                          source_sha256=hashlib.sha256(broken).hexdigest(), image_bytes=broken)]
+    return write_dataset(root, recs, shards=1, self_contained=True)

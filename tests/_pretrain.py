@@ -1,7 +1,11 @@
-"""Helpers for the pretraining tests: a tiny run config over a small dataset root."""
+"""Helpers for the pretraining tests: a tiny run config over a small dataset root, and a run
+killed by SIGKILL mid-training."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from model.pretraining.config import load_config
 
@@ -44,3 +48,27 @@ def read_log(out_dir) -> "dict[int, dict]":
             if "probe" not in r:   # probe results are lines of their own
                 recs[r["step"]] = r
     return recs
+
+
+# the command: train from a config; dies by SIGKILL after step KILL_AT once (a marker file
+# makes the rerun of the same command go through)
+_CMD = r"""
+import os, signal, sys
+from model.pretraining.config import load_config
+from model.pretrain import train
+cfg = load_config(sys.argv[1])
+kill_at, marker = int(sys.argv[3]), sys.argv[2] + ".killed"
+def hook(rec):
+    if rec["step"] == kill_at and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+train(cfg, sys.argv[2], resume="auto", on_step=hook)
+"""
+
+
+def run_until_killed(cfg_path, out, kill_at):
+    """Train from ``cfg_path`` into ``out`` in a child process that SIGKILLs itself after step
+    ``kill_at`` the first time (a marker file lets the rerun of the same command go through)."""
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-c", _CMD, cfg_path, out, str(kill_at)], env=env,
+                          capture_output=True, text=True, timeout=120)

@@ -3,8 +3,9 @@
 Every import counts, the lazy ones inside functions included. Rules: no module imports itself
 round a loop; across packages pipelines -> labeling -> c2fmae_data and model -> c2fmae_data;
 inside a package a module imports its own unit (its sub-package, or itself for a top-level
-module) or units of a LOWER layer of ``LAYERS``; Ray only in pipelines; no folder holds more
-than 12 modules; every code sub-package says in its ``__init__`` docstring what it may import.
+module) or units of a LOWER layer of ``LAYERS``; Ray only in pipelines; a test module imports
+no other test module (shared helpers live in tests/_*.py); no folder holds more than 12 modules;
+every code sub-package says in its ``__init__`` docstring what it may import.
 """
 from __future__ import annotations
 
@@ -86,6 +87,8 @@ def violations() -> "list[str]":
             dtop = dst.split(".")[0]
             if dtop in THIRD_PARTY_ONLY and top not in THIRD_PARTY_ONLY[dtop]:
                 bad.append(f"{src} imports {dtop}")
+            if top == "tests" and dst.startswith("tests.") and dst.split(".")[1].startswith("test"):
+                bad.append(f"{src} -> {dst}: shared test helpers live in tests/_*.py")
             if dst not in MODULES or top == "tests":
                 continue
             if dtop != top:

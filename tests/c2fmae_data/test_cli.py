@@ -15,7 +15,7 @@ from c2fmae_data.format.schema import failed_record
 from c2fmae_data.tools.inspection import TILE, dataset_stats, instance_colours
 from c2fmae_data.format.manifest import build_manifest
 from c2fmae_data.format.shards import write_shard
-from tests.c2fmae_data.format.test_format import record
+from tests._datasets import tiny_record
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_convert_verify_inspect_grid(panoptic_root, tmp_path, capsys):
 def test_grid_refuses_labels_only_without_image_root(tmp_path):
     from c2fmae_data.tools.inspection import draw_grid
 
-    write_shard(str(tmp_path), "train", 0, [record(f"train/{i}.JPEG") for i in range(5)])
+    write_shard(str(tmp_path), "train", 0, [tiny_record(f"train/{i}.JPEG") for i in range(5)])
     build_manifest(str(tmp_path))
     with pytest.raises(ValueError, match="labels only .* --imagenet-root DIR, the folder holding "
                                          "train/"):
@@ -63,7 +63,7 @@ def test_grid_refuses_labels_only_without_image_root(tmp_path):
 
 
 def test_inspect_stats_are_right(tmp_path, capsys):
-    recs = [record(f"train/a{i}.JPEG", class_index=c) for i, c in enumerate([0, 0, 7])]
+    recs = [tiny_record(f"train/a{i}.JPEG", class_index=c) for i, c in enumerate([0, 0, 7])]
     recs[2]["threshold"] = 0.25
     recs.append(failed_record("train/z.JPEG", "no box above 0.05"))
     write_shard(str(tmp_path), "train", 0, recs)
@@ -107,7 +107,7 @@ def test_plugin_commands_and_broken_plugin(tmp_path, monkeypatch, capsys):
     assert "hello c2f" in cap.out
     assert "plugin 'bad'" in cap.err and "model weights missing" in cap.err
     assert "plugin 'gone'" in cap.err
-    write_shard(str(tmp_path / "ds"), "train", 0, [record("train/a.JPEG")])
+    write_shard(str(tmp_path / "ds"), "train", 0, [tiny_record("train/a.JPEG")])
     assert cli.main(["manifest", str(tmp_path / "ds")]) == 0  # built-ins still work
     assert (tmp_path / "ds" / "manifest.json").exists()
     assert cli.main(["manifest", str(tmp_path / "nothing")]) == 2

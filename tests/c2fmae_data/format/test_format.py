@@ -12,27 +12,12 @@ import pytest
 from c2fmae_data.format import categories as C
 from c2fmae_data.format.schema import (COLUMNS, FormatError, check_record, decode_instance_png,
                                 decode_semantic_png, encode_instance_png, encode_semantic_png,
-                                failed_record, make_instances)
+                                failed_record)
 from c2fmae_data.format.manifest import (MANIFEST, build_manifest, load_manifest, manifest_problems,
                                   safe_relpath)
 from c2fmae_data.format.fs import open_fs
 from c2fmae_data.format.shards import ROW_GROUP_SIZE, TMP_MARK, iter_shard, list_shards, write_shard
-
-
-def record(key: str, w: int = 8, h: int = 6, class_index: int = 3) -> dict:
-    """A valid ok row: two instances (areas 12 > 4) on a w x h image."""
-    inst = np.zeros((h, w), np.uint16)
-    inst[0:3, 0:4] = 1
-    inst[4:6, 6:8] = 2
-    sem = np.full((h, w), C.SEMANTIC_IGNORE, np.uint8)
-    sem[inst == 1], sem[inst == 2] = 0, 17
-    return {"key": key, "wnid": "n01440764", "class_index": class_index, "width": w, "height": h,
-            "source_size": 10, "source_sha256": hashlib.sha256(key.encode()).hexdigest(),
-            "instance_png": encode_instance_png(inst), "semantic_png": encode_semantic_png(sem),
-            "num_instances": 2,
-            "instances": make_instances(inst, [[0, 0, 4, 3], [6, 4, 8, 6]], [0.9, 0.5],
-                                        ["tench", "tench"], [0, 17]),
-            "threshold": 0.3, "status": "ok", "reason": None, "image_bytes": None}
+from tests._datasets import tiny_record
 
 
 # ----------------------------------------------------------------------------- categories
@@ -69,20 +54,20 @@ def test_png_codecs_round_trip_bit_depths():
 
 
 def test_check_record_finds_each_problem():
-    assert check_record(record("train/a.JPEG")) == []
-    r = record("train/a.JPEG")
+    assert check_record(tiny_record("train/a.JPEG")) == []
+    r = tiny_record("train/a.JPEG")
     r["width"] = 9  # masks are 8 wide
     assert any("image is 9x6" in p for p in check_record(r))
-    r = record("train/a.JPEG")
+    r = tiny_record("train/a.JPEG")
     r["instances"][0]["area"] = 11
     assert any("area 11 != 12" in p for p in check_record(r))
-    assert check_record(record("../etc/passwd")) == ["invalid key '../etc/passwd'"]
+    assert check_record(tiny_record("../etc/passwd")) == ["invalid key '../etc/passwd'"]
     assert check_record(failed_record("train/b.JPEG", "decode error")) == []
 
 
 # ----------------------------------------------------------------------------- shards
 def test_writer_is_atomic_sorted_and_streams_row_groups(tmp_path):
-    recs = [record(f"train/n0/{i:04d}.JPEG") for i in range(ROW_GROUP_SIZE * 2 + 5)][::-1]
+    recs = [tiny_record(f"train/n0/{i:04d}.JPEG") for i in range(ROW_GROUP_SIZE * 2 + 5)][::-1]
     info = write_shard(str(tmp_path), "train", 0, recs)
     files = os.listdir(tmp_path / "shards")
     assert files == ["train-00000.parquet"] and not any(TMP_MARK in f for f in files)
@@ -102,17 +87,17 @@ def test_writer_crash_leaves_no_final_file(tmp_path, monkeypatch):
         raise OSError("disk full")
     monkeypatch.setattr(local.LocalFileSystem, "mv", boom)
     with pytest.raises(OSError):
-        write_shard(str(tmp_path), "train", 0, [record("train/a.JPEG")])
+        write_shard(str(tmp_path), "train", 0, [tiny_record("train/a.JPEG")])
     assert list_shards(str(tmp_path)) == []
 
 
 def test_writer_refuses_invalid_records_naming_the_key(tmp_path):
-    bad = record("train/n0/bad.JPEG")
+    bad = tiny_record("train/n0/bad.JPEG")
     bad["num_instances"] = 5
     with pytest.raises(FormatError, match="train/n0/bad.JPEG"):
-        write_shard(str(tmp_path), "train", 0, [record("train/n0/good.JPEG"), bad])
+        write_shard(str(tmp_path), "train", 0, [tiny_record("train/n0/good.JPEG"), bad])
     with pytest.raises(FormatError, match="duplicate key 'train/x'"):
-        write_shard(str(tmp_path), "train", 0, [record("train/x"), record("train/x")])
+        write_shard(str(tmp_path), "train", 0, [tiny_record("train/x"), tiny_record("train/x")])
     assert not (tmp_path / "shards").exists() or list_shards(str(tmp_path)) == []
 
 
@@ -120,7 +105,7 @@ def test_writer_refuses_invalid_records_naming_the_key(tmp_path):
 def test_manifest_rebuilt_from_shards(tmp_path):
     root = str(tmp_path)
     prov = {"labeler": "test", "thresholds": [0.3]}
-    infos = [write_shard(root, "train", i, [record(f"train/{i}/{j}") for j in range(3)],
+    infos = [write_shard(root, "train", i, [tiny_record(f"train/{i}/{j}") for j in range(3)],
                          meta={"provenance": prov}) for i in range(2)]
     infos.append(write_shard(root, "val", 0, [failed_record("val/z", "unreadable")]))
     m = build_manifest(root, known=infos)

@@ -11,8 +11,8 @@ import yaml
 from c2fmae_data.format.card import CARD, MARK
 from c2fmae_data.format.manifest import build_manifest
 from c2fmae_data.format.shards import write_shard
-from tests.c2fmae_data.format.test_format import record
-from tests.c2fmae_data.tools.test_verify import good_dataset
+from tests._datasets import tiny_record
+from tests._datasets import good_dataset
 
 REPO = Path(__file__).resolve().parents[3]
 KEYS = {"train": [f"train/n0/{i}{j}.JPEG" for i in range(2) for j in range(3)],
@@ -39,7 +39,7 @@ def root(tmp_path, monkeypatch):
         raise OSError("simulated crash before the rename")
     monkeypatch.setattr(local.LocalFileSystem, "mv", crash)
     with pytest.raises(OSError, match="simulated"):
-        write_shard(r, "train", 2, [record("train/n0/99.JPEG")])
+        write_shard(r, "train", 2, [tiny_record("train/n0/99.JPEG")])
     monkeypatch.setattr(local.LocalFileSystem, "mv", real_mv)
     left = [p.name for p in (tmp_path / "ds" / "shards").iterdir() if ".tmp-" in p.name]
     assert len(left) == 1 and left[0].startswith(".train-00002.parquet.tmp-")
@@ -74,7 +74,7 @@ def test_card_yaml_names_each_split(root):
 
 def test_card_follows_the_manifest_but_never_replaces_a_users_card(root):
     card = Path(root) / CARD
-    write_shard(root, "test", 0, [record("test/t.JPEG")])
+    write_shard(root, "test", 0, [tiny_record("test/t.JPEG")])
     build_manifest(root)
     assert "split: test" in card.read_text()           # rewritten with the manifest
     card.write_text("# my own card\n")

@@ -3,7 +3,6 @@ cannot point past a shard's row groups, footer/metadata/row-group/list/key/JSON 
 and a wrong column type is one FormatError naming file and column."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -21,6 +20,7 @@ from c2fmae_data.tools import download as D
 from c2fmae_data.tools.download import DownloadError
 from c2fmae_data.tools.verify import verify
 from tests._datasets import synthetic_dataset
+from tests._hostile import relist
 
 SHARD, INDEX = "shards/train-00000.parquet", "index/train.parquet"
 
@@ -29,17 +29,6 @@ SHARD, INDEX = "shards/train-00000.parquet", "index/train.parquet"
 def root(tmp_path):
     synthetic_dataset(tmp_path / "ds", n=40, shards=2)   # 20 rows a shard: row groups 16 + 4
     return tmp_path / "ds"
-
-
-def relist(root, rel: str) -> None:
-    """List ``rel`` in the manifest with its current size and sha256 (a producer's own lie)."""
-    m = json.loads((root / "manifest.json").read_text())
-    data = (root / rel).read_bytes()
-    split = m["splits"]["train"]
-    for e in split["shards"] + [split["index"]]:
-        if e["file"] == rel:
-            e.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (root / "manifest.json").write_text(json.dumps(m))
 
 
 # ----------------------------------------------------------------------------- paths
@@ -134,10 +123,10 @@ def test_footer_metadata_and_row_group_bounds(root, monkeypatch):
 
 
 def test_list_lengths_and_keys_are_bounded(root, monkeypatch):
-    from tests.c2fmae_data.format.test_format import record
+    from tests._datasets import tiny_record
 
     monkeypatch.setattr(schema, "MAX_INSTANCES", 1)
-    assert "2 instance metadata rows, the bound is 1" in check_record(record("train/a.JPEG"))
+    assert "2 instance metadata rows, the bound is 1" in check_record(tiny_record("train/a.JPEG"))
     monkeypatch.undo()
     with pytest.raises(FormatError, match="longer than 4096 bytes"):
         safe_relpath("a/" + "x" * 5000)

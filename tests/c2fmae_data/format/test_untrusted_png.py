@@ -147,14 +147,14 @@ def test_inflate_prefix_and_whole():
 
 
 def test_check_record_names_the_column_of_a_broken_mask():
-    from tests.c2fmae_data.format.test_format import record
+    from tests._datasets import tiny_record
 
-    r = record("train/a.JPEG")
+    r = tiny_record("train/a.JPEG")
     data = bytearray(r["semantic_png"])
     data[45] ^= 0x04
     r["semantic_png"] = bytes(data)
     assert any(p.startswith("semantic_png: PNG chunk b'IDAT'") and "CRC mismatch" in p
                for p in check_record(r))
-    r = record("train/a.JPEG")
+    r = tiny_record("train/a.JPEG")
     r["instance_png"] = encode_instance_png(np.full((6, 8), 3, np.uint16))
     assert "instance_png has id 3 but only 2 metadata rows" in "\n".join(check_record(r))

@@ -2,37 +2,15 @@
 cannot be decoded raises SampleError naming the key and the failure reason, or is skipped."""
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 from torch.utils.data import DataLoader
 
 from c2fmae_data import ImageNetMultiGranular
-from c2fmae_data.format.schema import failed_record
 from c2fmae_data.loading.source import SampleError
-from tests._datasets import WNID, blob_masks, png_bytes, record, write_dataset
-
-SMALL = {"size": 32, "stride": 4, "transform": "eval"}
-
-
-def dataset(root) -> "list[str]":
-    import numpy as np
-
-    img = png_bytes(np.full((40, 48, 3), 90, np.uint8))
-    inst, sem = blob_masks(48, 40, n=3, seed=1)
-    broken = b"\x89PNG\r\n\x1a\n but the rest is gone"
-    recs = [record(f"train/{WNID}/a_ok.png", img, inst, sem, embed=True),
-            failed_record(f"train/{WNID}/b_no_detection.png", "no detection", class_index=0,
-                          source_size=len(img), source_sha256=hashlib.sha256(img).hexdigest(),
-                          image_bytes=img),
-            failed_record(f"train/{WNID}/c_broken.png", "image unreadable", class_index=0,
-                          source_size=len(broken),
-                          source_sha256=hashlib.sha256(broken).hexdigest(), image_bytes=broken)]
-    return write_dataset(root, recs, shards=1, self_contained=True)
-
+from tests._datasets import SMALL, failed_rows_dataset
 
 def test_failed_row_with_pixels_is_kept_with_ignore_masks(tmp_path):
-    keys = dataset(tmp_path)
+    keys = failed_rows_dataset(tmp_path)
     assert len(ImageNetMultiGranular(tmp_path, **SMALL)) == 1
     ds = ImageNetMultiGranular(tmp_path, include_failed=True, **SMALL)
     assert ds.keys() == keys and ds.num_failed == 2
@@ -43,7 +21,7 @@ def test_failed_row_with_pixels_is_kept_with_ignore_masks(tmp_path):
 
 
 def test_undecodable_failed_row_names_key_and_reason(tmp_path):
-    keys = dataset(tmp_path)
+    keys = failed_rows_dataset(tmp_path)
     ds = ImageNetMultiGranular(tmp_path, include_failed=True, **SMALL)
     with pytest.raises(SampleError, match=r"c_broken.png: labeling failed \(image unreadable\) "
                                           r"and image is not decodable"):

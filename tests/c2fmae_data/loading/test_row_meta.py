@@ -12,7 +12,7 @@ import pytest
 from c2fmae_data import ImageNetMultiGranular
 from c2fmae_data.loading.row_meta import META_COLUMNS, RowMeta
 from c2fmae_data.loading.source import SampleError
-from tests.c2fmae_data.loading.test_loader_failed_rows import SMALL, dataset
+from tests._datasets import SMALL, failed_rows_dataset
 from tests._datasets import synthetic_dataset
 
 
@@ -46,7 +46,7 @@ def test_dataset_rows_match_the_shards(tmp_path, use_index):
 
 
 def test_failed_rows_and_hash_check_still_hold(tmp_path):
-    keys = dataset(tmp_path)
+    keys = failed_rows_dataset(tmp_path)
     ds = ImageNetMultiGranular(tmp_path, include_failed=True, **SMALL)
     assert [ds._meta.fields(i)["width"] for i in range(3)][1:] == [0, 0]
     assert ds[1]["key"] == keys[1]

@@ -151,7 +151,7 @@ def test_self_contained_rows_without_image_bytes_are_named(tmp_path):
     self-contained set while the loader could not read one image."""
     import pyarrow.parquet as pq
 
-    from tests.c2fmae_data.format.test_untrusted_parquet import relist
+    from tests._hostile import relist
 
     keys = hostile_dataset(tmp_path, lambda i, rec: None)
     t = pq.read_table(tmp_path / SHARD)

@@ -15,7 +15,7 @@ from c2fmae_data.tools import download as D
 from c2fmae_data.cli import main
 from c2fmae_data.format.schema import FormatError
 from c2fmae_data.tools.verify import verify
-from tests.c2fmae_data.tools.test_verify import good_dataset
+from tests._datasets import good_dataset
 
 
 class Server:

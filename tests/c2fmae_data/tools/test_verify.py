@@ -1,7 +1,6 @@
 """verify passes on good data and names every kind of breakage (non-zero exit through the CLI)."""
 from __future__ import annotations
 
-import hashlib
 import os
 
 import cv2
@@ -13,33 +12,12 @@ from c2fmae_data.format.schema import encode_instance_png
 from c2fmae_data.format.manifest import build_manifest
 from c2fmae_data.format.shards import write_shard
 from c2fmae_data.tools.verify import verify
-from tests.c2fmae_data.format.test_format import record
-
-IMAGE = b"\xff\xd8 not really a jpeg but bytes with a hash"
-
-
-def good_dataset(root, *, images=None) -> str:
-    """Two train shards (3 rows each) and one val shard, with sources under ``images``."""
-    root = str(root)
-    shards = {("train", i): [record(f"train/n0/{i}{j}.JPEG") for j in range(3)] for i in range(2)}
-    shards["val", 0] = [record("val/v.JPEG")]
-    for (split, i), recs in shards.items():
-        for r in recs:
-            r["source_size"], r["source_sha256"] = len(IMAGE), hashlib.sha256(IMAGE).hexdigest()
-            if images is not None:
-                p = os.path.join(images, r["key"])
-                os.makedirs(os.path.dirname(p), exist_ok=True)
-                with open(p, "wb") as f:
-                    f.write(IMAGE)
-        write_shard(root, split, i, recs)
-    build_manifest(root)
-    return root
-
+from tests._datasets import IMAGE, good_dataset, tiny_record
 
 def broken_dataset(root, bad: dict) -> str:
     """A good dataset whose val shard holds ``bad`` (written without validation)."""
     root = good_dataset(root)
-    write_shard(root, "val", 0, [record("val/a.JPEG"), bad], validate=False)
+    write_shard(root, "val", 0, [tiny_record("val/a.JPEG"), bad], validate=False)
     build_manifest(root)
     return root
 
@@ -83,7 +61,7 @@ def test_truncated_and_missing_shards_all_reported(tmp_path):
 
 def test_extra_shard_and_stray_temp_file(tmp_path):
     root = good_dataset(tmp_path)
-    write_shard(root, "train", 7, [record("train/zz.JPEG")])  # not in the manifest
+    write_shard(root, "train", 7, [tiny_record("train/zz.JPEG")])  # not in the manifest
     (tmp_path / "shards" / "train-00002.parquet.tmp-abc").write_bytes(b"x")
     rep = verify(root)
     assert "shards/train-00007.parquet: shard not listed" in "\n".join(rep.problems)
@@ -91,7 +69,7 @@ def test_extra_shard_and_stray_temp_file(tmp_path):
 
 
 def test_mask_of_wrong_size(tmp_path):
-    bad = record("val/b.JPEG")
+    bad = tiny_record("val/b.JPEG")
     bad["instance_png"] = encode_instance_png(np.zeros((6, 5), np.uint16))
     root = broken_dataset(tmp_path, bad)
     assert verify(root).ok  # quick mode does not decode masks
@@ -99,7 +77,7 @@ def test_mask_of_wrong_size(tmp_path):
 
 
 def test_semantic_class_id_200(tmp_path):
-    bad = record("val/b.JPEG")
+    bad = tiny_record("val/b.JPEG")
     sem = np.zeros((6, 8), np.uint8)
     sem[2, 3] = 200
     bad["semantic_png"] = cv2.imencode(".png", sem)[1].tobytes()
@@ -108,7 +86,7 @@ def test_semantic_class_id_200(tmp_path):
 
 
 def test_instance_id_not_in_metadata(tmp_path):
-    bad = record("val/b.JPEG")
+    bad = tiny_record("val/b.JPEG")
     ids = np.zeros((6, 8), np.uint16)
     ids[0:3, 0:4], ids[4:6, 6:8], ids[5, 0] = 1, 2, 3
     bad["instance_png"] = encode_instance_png(ids)
@@ -119,7 +97,7 @@ def test_instance_id_not_in_metadata(tmp_path):
 
 def test_duplicate_key_across_shards(tmp_path):
     root = good_dataset(tmp_path)
-    write_shard(root, "val", 1, [record("train/n0/01.JPEG")])
+    write_shard(root, "val", 1, [tiny_record("train/n0/01.JPEG")])
     build_manifest(root)
     assert "duplicate key 'train/n0/01.JPEG' in shards/train-00000.parquet, " \
            "shards/val-00001.parquet" in problems(root)
@@ -127,7 +105,7 @@ def test_duplicate_key_across_shards(tmp_path):
 
 def test_unsorted_shards_within_a_split(tmp_path):
     root = good_dataset(tmp_path)
-    write_shard(root, "train", 2, [record("train/a0.JPEG")])  # sorts before shard 1's keys
+    write_shard(root, "train", 2, [tiny_record("train/a0.JPEG")])  # sorts before shard 1's keys
     build_manifest(root)
     assert "train-00002.parquet: 'train/a0.JPEG': first key of the shard is not after" \
         in problems(root)

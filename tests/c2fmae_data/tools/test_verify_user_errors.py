@@ -16,8 +16,8 @@ from c2fmae_data.format.schema import records_to_table
 from c2fmae_data.format.manifest import build_manifest
 from c2fmae_data.format.shards import META_KEY
 from c2fmae_data.tools.verify import verify
-from tests.c2fmae_data.format.test_format import record
-from tests.c2fmae_data.tools.test_verify import good_dataset
+from tests._datasets import tiny_record
+from tests._datasets import good_dataset
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -59,7 +59,7 @@ def test_large_string_and_binary_variants_are_accepted(tmp_path):
 def test_nested_field_type_is_checked(tmp_path):
     root = good_dataset(tmp_path / "ds")
     shard = tmp_path / "ds" / "shards" / "train-00001.parquet"
-    recs = [record(f"train/n0/1{j}.JPEG") for j in range(3)]
+    recs = [tiny_record(f"train/n0/1{j}.JPEG") for j in range(3)]
     t = records_to_table(recs)
     inst = t.schema.field("instances").type.value_type
     bad = pa.list_(pa.struct([inst.field(j) if inst.field(j).name != "area" else

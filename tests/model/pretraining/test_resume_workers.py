@@ -3,36 +3,10 @@ after the resume point equal the uninterrupted run's exactly (crops/flips come f
 sample index), masks from (seed, step, micro-batch, rank), not from worker or global RNG state)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from tests._datasets import synthetic_dataset
-from tests._pretrain import config_file, read_log, tiny_config
+from tests._pretrain import config_file, read_log, run_until_killed, tiny_config
 
 from model.pretraining import checkpoint as ckpt
-
-# the command: train from a config; dies by SIGKILL after step KILL_AT once (a marker file
-# makes the rerun of the same command go through)
-_CMD = r"""
-import os, signal, sys
-from model.pretraining.config import load_config
-from model.pretrain import train
-cfg = load_config(sys.argv[1])
-kill_at, marker = int(sys.argv[3]), sys.argv[2] + ".killed"
-def hook(rec):
-    if rec["step"] == kill_at and not os.path.exists(marker):
-        open(marker, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
-train(cfg, sys.argv[2], resume="auto", on_step=hook)
-"""
-
-
-def _run(cfg_path, out, kill_at):
-    env = dict(os.environ, PYTHONPATH=os.getcwd(), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-c", _CMD, cfg_path, out, str(kill_at)], env=env,
-                          capture_output=True, text=True, timeout=120)
-
 
 def test_sigkill_mid_epoch_with_two_workers_resumes_exactly(tmp_path):
     root = tmp_path / "data"
@@ -41,14 +15,14 @@ def test_sigkill_mid_epoch_with_two_workers_resumes_exactly(tmp_path):
     cfg = tiny_config(str(root), "data.num_workers=2", steps=8, batch=2, total=2)
     cfg_path = config_file(cfg, tmp_path)
     full, out = str(tmp_path / "full"), str(tmp_path / "killed")
-    r = _run(cfg_path, full, kill_at=0)
+    r = run_until_killed(cfg_path, full, kill_at=0)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = _run(cfg_path, out, kill_at=4)
+    r = run_until_killed(cfg_path, out, kill_at=4)
     assert r.returncode == -9, r.stderr[-2000:]              # SIGKILL after step 4 ran ...
     ck = ckpt.load(f"{out}/last.pt")
     assert ck["epoch"] == 0 and 0 < ck["step_in_epoch"] < 6  # ... mid-epoch
     resumed_from = ck["global_step"]
-    r = _run(cfg_path, out, kill_at=4)                       # the same command again
+    r = run_until_killed(cfg_path, out, kill_at=4)                       # the same command again
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = read_log(full), read_log(out)
     assert sorted(a) == sorted(b) == list(range(1, 9))

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 from tests._datasets import synthetic_dataset
-from tests._pretrain import config_file, read_log, tiny_config
-from tests.model.pretraining.test_resume_workers import _run
+from tests._pretrain import config_file, read_log, run_until_killed, tiny_config
 
 from c2fmae_data import ImageNetMultiGranularStream
 from c2fmae_data.loading.sampler import ShardWindowSampler
@@ -32,16 +31,16 @@ def test_stream_sigkill_mid_epoch_with_two_workers_resumes_exactly(uneven_root, 
                       batch=2, total=2)
     cfg_path = config_file(cfg, tmp_path)
     full, out = str(tmp_path / "full"), str(tmp_path / "killed")
-    r = _run(cfg_path, full, kill_at=0)
+    r = run_until_killed(cfg_path, full, kill_at=0)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "10 steps/epoch" in r.stdout
     # killed after step 6 ran, before its save: resumes after 5 batches (odd: the resumed
     # loader's worker 0 plays worker 1), and worker 1 then starts its 6 or 7 rows over
-    r = _run(cfg_path, out, kill_at=6)
+    r = run_until_killed(cfg_path, out, kill_at=6)
     assert r.returncode == -9, r.stderr[-2000:]
     ck = ckpt.load(f"{out}/last.pt")
     assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (0, 5, 5)
-    r = _run(cfg_path, out, kill_at=6)
+    r = run_until_killed(cfg_path, out, kill_at=6)
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = read_log(full), read_log(out)
     assert sorted(a) == sorted(b) == list(range(1, 14))
