@@ -77,7 +77,6 @@ def init_ray(args) -> None:
         ray.init(num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False,
                  runtime_env=env)
         return
-    check_address(args.address)
     try:
         ray.init(address=args.address, runtime_env=env)
     except (ConnectionError, RuntimeError, ValueError) as e:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -215,7 +216,9 @@ class Driver:
 
     # ------------------------------------------------------------------ failures
     def _failed(self, w: int, count_ref, b: Batch, err: BaseException) -> None:
-        if isinstance(err, RootUnreadable):
+        if isinstance(err, RootUnreadable):   # a user mistake: one line, the run stops
+            # the other batches in flight fail the same way; Ray would log each as unhandled
+            os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
             raise PlanError(str(getattr(err, "cause", None) or err).splitlines()[0]) from None
         if isinstance(err, RayActorError):
             if w not in self.cooling:   # first error of a death

@@ -25,7 +25,7 @@ from c2fmae_data.format.shards import ShardInfo  # noqa: E402
 
 from pipelines.plan import (STATE_DIR, PlanError, check_resumable, make_plan, parse_classes,
                             save_plan)  # noqa: E402,E501
-from pipelines.connect import init_ray, parse_worker_resources  # noqa: E402
+from pipelines.connect import check_address, init_ray, parse_worker_resources  # noqa: E402
 from pipelines.report import format_summary, write_summary  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +102,8 @@ def validate(args) -> None:
         raise PlanError(f"--gpus-per-worker must be > 0, got {args.gpus_per_worker}")
     parse_classes(args.classes)
     parse_worker_resources(args.worker_resource)
+    if args.address:
+        check_address(args.address)
     for flag in ("imagenet_root", "out"):   # workers run elsewhere: no path relative to here
         v = getattr(args, flag)
         if "://" not in v:

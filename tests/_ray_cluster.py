@@ -91,9 +91,9 @@ class CliHead:
     """``ray start --head`` (+ ``ray start --address`` nodes) with a private temp dir and ports.
     ``env``: the environment of every ``ray`` command and of what they start."""
 
-    def __init__(self, cpus: int = 2, store_mb: int = STORE_MB):
+    def __init__(self, cpus: int = 2, store_mb: int = STORE_MB, resources: "str | None" = None):
         self.tmp = tempfile.mkdtemp(prefix="c2h-", dir="/tmp")
-        self.cpus, self.store_mb = cpus, store_mb
+        self.cpus, self.store_mb, self.resources = cpus, store_mb, resources
         self.port, self.dashboard_port = free_port(), free_port()
         # a token in ~/.ray makes `ray start` require it; these throwaway local clusters do not
         self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -115,7 +115,8 @@ class CliHead:
         self.ray("start", "--head", "--port", str(self.port), "--temp-dir", self.tmp,
                  "--num-cpus", str(self.cpus), "--object-store-memory",
                  str(self.store_mb * MiB), "--include-dashboard", "true",
-                 "--dashboard-port", str(self.dashboard_port), "--disable-usage-stats")
+                 "--dashboard-port", str(self.dashboard_port), "--disable-usage-stats",
+                 *(["--resources", self.resources] if self.resources else []))
         return self
 
     def add_node(self, cpus: int = 1, resources: "str | None" = None) -> None:
@@ -124,32 +125,37 @@ class CliHead:
         self.ray(*args, *(["--resources", resources] if resources else []))
 
     def pids(self) -> "list[int]":
-        """Processes of this cluster: their command lines name its temp dir (the raylets, GCS,
-        dashboard and agents do; workers are children of the raylets and die with them)."""
-        found = []
+        """Processes of this cluster: those whose command line names its temp dir (raylets,
+        GCS, dashboard, agents) and all their descendants (workers retitle themselves
+        ``ray::...``; a job's driver is a child of its supervisor actor)."""
+        parent: "dict[int, int]" = {}
+        mine: "set[int]" = set()
         for d in Path("/proc").iterdir():
             if not d.name.isdigit() or int(d.name) == os.getpid():
                 continue
             try:
                 cmd = (d / "cmdline").read_bytes()
-            except OSError:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 continue
             if self.tmp.encode() in cmd:
-                found.append(int(d.name))
-        return found
+                mine.add(int(d.name))
+        grew = True
+        while grew:
+            more = {pid for pid, pp in parent.items() if pp in mine and pid not in mine}
+            mine |= more
+            grew = bool(more)
+        return sorted(mine)
 
-    def kill(self, sig: int = signal.SIGKILL, wait_s: float = 15.0) -> None:
-        """End this cluster at once (SIGKILL: a lost head) or politely (SIGTERM, then KILL)."""
-        for pid in self.pids():
-            _signal(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while self.pids() and time.monotonic() < deadline:
+    def kill(self) -> None:
+        """End this cluster at once (SIGKILL), as when its head machine goes away."""
+        for _ in range(3):   # a process may fork while we kill
+            for pid in self.pids():
+                _signal(pid, signal.SIGKILL)
             time.sleep(0.2)
-        for pid in self.pids():
-            _signal(pid, signal.SIGKILL)
 
     def cleanup(self) -> None:
-        self.kill(signal.SIGTERM)
+        self.kill()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
