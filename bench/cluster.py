@@ -136,7 +136,8 @@ def store_bound(runs: int = 3, shards=(6, 18), delay_s: float = 0.5) -> dict:
                                        "--max-writes", str(mw))
                         res.setdefault((n, mw), []).append(
                             (mon.peak_mb(), run["peak_shards_held"],
-                             sum(mon.spilled.values()), sum(mon.fallback.values())))
+                             sum(mon.spilled.values()), sum(mon.fallback.values()),
+                             mon.peak_mb(primary=True)))
     finally:
         os.environ.pop(WRITE_DELAY_ENV, None)
         c.shutdown()
@@ -144,12 +145,13 @@ def store_bound(runs: int = 3, shards=(6, 18), delay_s: float = 0.5) -> dict:
 
 
 def store_table(res: dict) -> str:
-    rows = ["| shards | --max-writes | store peak, largest node (MiB, median) | shards held at "
-            "most (median) | spilled / fallback bytes (max) |", "| --- | --- | --- | --- | --- |"]
+    rows = ["| shards | --max-writes | primary copies, peak (MiB) | store used, peak (MiB) | "
+            "shards held at most | spilled / fallback bytes |",
+            "| --- | --- | --- | --- | --- | --- |"]
     for (n, mw), vals in sorted(res.items()):
-        rows.append(f"| {n} | {mw} | {median(v[0] for v in vals):.1f} | "
-                    f"{median(v[1] for v in vals):g} | {max(v[2] for v in vals)} / "
-                    f"{max(v[3] for v in vals)} |")
+        rows.append(f"| {n} | {mw} | {median(v[4] for v in vals):.1f} | "
+                    f"{median(v[0] for v in vals):.1f} | {median(v[1] for v in vals):g} | "
+                    f"{max(v[2] for v in vals)} / {max(v[3] for v in vals)} |")
     return "\n".join(rows)
 
 

@@ -172,6 +172,8 @@ class StoreMonitor:
     def __init__(self, period_s: float = 0.1):
         self.period_s = period_s
         self.used: "dict[str, int]" = {}       # node id -> peak bytes in the store
+        self.primary: "dict[str, int]" = {}    # peak bytes of primary copies (what is held;
+        # "used" also counts evictable copies fetched from other nodes, freed only under pressure)
         self.fallback: "dict[str, int]" = {}   # peak bytes allocated outside it (disk mmap)
         self.spilled: "dict[str, int]" = {}    # bytes spilled to disk, total
         self.capacity: "dict[str, int]" = {}
@@ -201,16 +203,19 @@ class StoreMonitor:
                     continue
                 nid = n["NodeID"]
                 self.used[nid] = max(self.used.get(nid, 0), st.object_store_bytes_used)
+                self.primary[nid] = max(self.primary.get(nid, 0),
+                                        st.object_store_bytes_primary_copy)
                 self.fallback[nid] = max(self.fallback.get(nid, 0),
                                          st.object_store_bytes_fallback)
                 self.spilled[nid] = max(self.spilled.get(nid, 0), st.spilled_bytes_total)
                 self.capacity[nid] = int(n["Resources"].get("object_store_memory", 0))
             self._stop.wait(self.period_s)
 
-    def peak_mb(self) -> float:
-        """The largest per-node peak, MiB."""
-        return max(self.used.values(), default=0) / MiB
+    def peak_mb(self, primary: bool = False) -> float:
+        """The largest per-node peak, MiB (of primary copies only with ``primary``)."""
+        return max((self.primary if primary else self.used).values(), default=0) / MiB
 
     def summary(self) -> str:
-        return ", ".join(f"{nid[:8]}: {self.used[nid] / MiB:.1f} of "
+        return ", ".join(f"{nid[:8]}: {self.used[nid] / MiB:.1f} used ("
+                         f"{self.primary.get(nid, 0) / MiB:.1f} primary) of "
                          f"{self.capacity.get(nid, 0) / MiB:.0f} MiB" for nid in sorted(self.used))
