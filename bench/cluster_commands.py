@@ -20,6 +20,9 @@ raylets + object stores on this machine):
    defaults file for the provider supplied (our complete yaml), to show where each fails next
 8. stopping the head: its processes are killed by pid (``ray stop`` would also end every other
    Ray on the machine).
+9. the head lost: ``ray start --head`` + ``ray start --address`` (a second node), a job, every
+   process of that cluster killed at once while shard 2 is in flight (shard 0 final); a new head
+   and node, the same ``ray job submit``: it resumes; ``c2fmae-data verify``
 
 Step 3 adds ``--temp-dir`` and ``--dashboard-port`` to the yaml's command so this script finds
 exactly its own processes and never takes another session's dashboard port. Token auth is off
@@ -141,6 +144,64 @@ def run_all(out_dir: Path) -> "list[dict]":
     return steps
 
 
+def _finished(out: Path) -> int:
+    d = out / "_pipeline" / "shards"
+    return len(list(d.glob("*.json"))) if d.exists() else 0
+
+
+def _job_cmd(head: CliHead, job_args: "list[str]", env_vars: "dict | None" = None) -> list:
+    runtime = ["--runtime-env-json", json.dumps({"env_vars": env_vars})] if env_vars else []
+    return ["ray", "job", "submit", "--address", head.dashboard, "--working-dir", ".", *runtime,
+            "--", "python", "pipelines/label_imagenet.py", *job_args]
+
+
+def head_loss(steps: list, out: Path) -> None:
+    """`ray start --head` + a node, a job; the head's cluster killed at once while shard 2 is in
+    flight (shard 0 final); a new head + node and the same `ray job submit`: it must resume."""
+    from pipelines.hooks import HOLD_FLAG_ENV, HOLD_KEY_ENV
+    from pipelines.plan import list_images
+
+    sample = SHARED_DATA / "imagenet-sample"
+    keys = [it.key for it in list_images(str(sample), "train")[0]]
+    job_args = ["--address", "auto", "--imagenet-root", str(sample), "--out", str(out),
+                "--models", "fake", "--shard-size", "8", "--limit", "24", "--workers", "1",
+                "--worker-resource", "labeler=1", "--no-progress"]
+    flag = out.parent / "hold"
+    head = CliHead(cpus=1).start()
+    t = time.perf_counter()
+    try:
+        head.add_node(cpus=1, resources='{"labeler": 1}')
+        job = subprocess.Popen(_job_cmd(head, job_args, {HOLD_KEY_ENV: keys[16],
+                                                         HOLD_FLAG_ENV: str(flag)}),
+                               cwd=REPO, env=head.env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        while not (flag.exists() and _finished(out) >= 1) and time.perf_counter() - t < 300:
+            time.sleep(0.05)
+        final = _finished(out)
+        head.kill()
+        job.kill()
+    finally:
+        head.cleanup()
+    before = {p: p.stat().st_mtime_ns for p in (out / "shards").glob("*.parquet")}
+    steps.append({"step": "head lost mid-run (its cluster killed at once)", "cmd": "(kill)",
+                  "rc": 0 if final >= 1 and len(before) < 3 else 1,
+                  "s": time.perf_counter() - t,
+                  "said": f"{len(before)} of 3 shards final when the head went"})
+    head = CliHead(cpus=1).start()
+    try:
+        head.add_node(cpus=1, resources='{"labeler": 1}')
+        rc, log = _step(steps, "new head, the same ray job submit (resumes)",
+                        _job_cmd(head, job_args), head.env)
+    finally:
+        head.cleanup()
+    resumed = next((ln for ln in log.splitlines() if "finished," in ln and "to label" in ln), "")
+    steps[-1]["said"] = f"{resumed.strip()} / {steps[-1]['said']}"
+    untouched = all(p.stat().st_mtime_ns == t for p, t in before.items())
+    _step(steps, "c2fmae-data verify after the resume (finished shards untouched: "
+          f"{untouched})", ["c2fmae-data", "verify", str(out), "--imagenet-root", str(sample)],
+          head.env)
+
+
 def table(steps: "list[dict]") -> str:
     rows = ["| step | exit | s | what it said (last line, or last error line) |",
             "| --- | --- | --- | --- |"]
@@ -156,6 +217,8 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="c2cmd-") as tmp:
         steps = run_all(Path(tmp) / "out")
+        (Path(tmp) / "lost").mkdir()
+        head_loss(steps, Path(tmp) / "lost" / "out")
     body = f"""### Cluster commands on this machine (`bench/cluster_commands.py`)
 
 `{YAML}` (provider `fake_multinode`, 2 worker nodes of 1 CPU with a `labeler` resource,
