@@ -114,7 +114,7 @@ def large_images(root: Path, n: int, size=(1280, 960)) -> None:
                                                                  quality=90)
 
 
-def store_bound(runs: int = 3, shards=(6, 18), delay_s: float = 0.5) -> dict:
+def store_bound(runs: int = 3, shards=(12, 36), delay_s: float = 0.5) -> dict:
     """{(shards, max_writes): [(peak MiB over nodes, peak shards held, spilled, fallback)]}"""
     from pipelines.hooks import WRITE_DELAY_ENV
     from tests._ray_cluster import LocalCluster, StoreMonitor
@@ -169,22 +169,24 @@ def main(argv=None) -> None:
 Two nodes on this machine (head: driver + writers; one worker node: the label worker), 100 MiB
 object store each, 1280x960 synthetic JPEGs (3.7 MB decoded), `fake:0` models, shards of 4,
 batches of 2, 1 worker, depth 2; the shard store takes one write at a time, 0.5 s each (the
-`C2FMAE_PIPELINE_WRITE_DELAY_S` hook). Peak = the largest per-node peak of
-`object_store_bytes_used`, polled every 0.1 s (Ray's private `internal_api.node_stats`); median
-of {a.runs} runs.
+`C2FMAE_PIPELINE_WRITE_DELAY_S` hook). Peaks are the largest per-node peaks, polled every 0.1 s
+through Ray's private `internal_api.node_stats`: primary copies (objects the run holds) and bytes
+used (which also counts copies fetched from other nodes, kept as cache until the store needs the
+room, so it drifts up over a run without anything being held); median of {a.runs} runs.
 
 {store_table(res)}
 
 - With the bound (`--max-writes 2`, the default) the driver holds at most
-  `shards_held_bound(1 worker, depth 2, 2 batches/shard, 2 writes)` = {bound} shards whatever the
-  number of shards, and the store peak stays at the in-flight window: prefetched + in-flight
-  prepared batches (2 x 2 x 7.4 MB here, plus the copy fetched to the worker's node) and the held
-  shards' records.
+  `shards_held_bound(1 worker, depth 2, 2 batches/shard, 2 writes)` = {bound} shards, for 12 and
+  for 36 shards alike, and the primary copies stay within the in-flight window: prefetched +
+  in-flight prepared batches (4 x 7.4 MB here) and the held shards' records. Nothing spilled,
+  nothing allocated outside a store.
 - Without it (`--max-writes 1000`, as before the bound) every finished shard gets a writer that
-  waits on the slow store, so the shards held grow with the plan; at these sizes their records
-  (~0.2 MB/image with fake models) are small next to the decoded images, so the store peak grows
-  less than the shard count. At ImageNet scale a held shard is ~1000 images of records
-  (~0.1-0.3 GB), so the unbounded version would fill a node's store with a slow output.
+  waits on the slow store, so the shards held grow with the plan. At these sizes their records
+  (~0.2 MB/image with fake models) are small next to the decoded images, so the store peak
+  hardly shows it; at ImageNet scale a held shard is ~1000 images of records (~0.1-0.3 GB, the
+  shard size docs/PIPELINE.md gives), so the unbounded version would fill a node's store
+  behind a slow output.
 """
     if a.no_write:
         print(body)

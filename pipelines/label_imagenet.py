@@ -3,6 +3,8 @@
     python pipelines/label_imagenet.py --imagenet-root /data/imagenet --out /data/c2fmae-in1k
     ray submit pipelines/cluster.yaml pipelines/label_imagenet.py -- --address auto \\
         --imagenet-root /mnt/imagenet --out s3://bucket/c2fmae-in1k --gpus-per-worker 1
+    ray job submit --address http://<head>:8265 --working-dir . -- python \\
+        pipelines/label_imagenet.py --address auto --imagenet-root /mnt/imagenet --out ...
 
 Rerunning the same command resumes: finished shards are skipped, the others redone. See
 docs/PIPELINE.md for the design (stages, exactly-once, fault handling) and every option.
@@ -231,14 +233,19 @@ def first_provenance(workers: list, needs: "dict[str, float]") -> "dict[str, Any
     yet). A worker whose models cannot load raises here: the run fails fast."""
     import ray
 
+    from pipelines.driver import REVIVE_TIMEOUT_S
+
     pending = {w.ready.remote(): w for w in workers}
-    while True:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < REVIVE_TIMEOUT_S:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=60.0)
         if ready:
             ray.get(ready[0])
             return ray.get(pending[ready[0]].provenance.remote())
         print(f"waiting for a label worker to start: none placed yet (each needs {needs}; "
               f"free in the cluster now: {ray.available_resources()})", flush=True)
+    raise RuntimeError(f"no label worker started within {REVIVE_TIMEOUT_S} s: no node offers "
+                       f"{needs} (check --worker-resource / --gpus-per-worker / --worker-cpus)")
 
 
 def progress_bar(args, plan, todo: "list[int]"):
