@@ -63,40 +63,42 @@ def _run(root, out, *extra) -> dict:
 
 
 def node_scaling(root: Path = SAMPLE, runs: int = 3, nodes=(1, 2, 3)) -> dict:
-    """{n: {"s": [label seconds], "start_s": node start s, "rss_mb": per node}} with one
-    tiny-random worker per node over every image of ``root`` (shards of 8, batches of 4)."""
+    """{n: {"s": [label seconds], "start_s": [node start s], "rss_mb": [per node]}} with one
+    tiny-random worker per node over every image of ``root`` (shards of 8, batches of 4). The
+    node counts are interleaved run by run (a fresh cluster each time), so that a change of load
+    on this shared machine does not fall on one node count only."""
     from tests._ray_cluster import LocalCluster
 
-    res: dict = {}
-    for n in nodes:
-        c = LocalCluster(head_cpus=0)
-        try:
-            t = time.perf_counter()
-            added = [c.add(cpus=1, resources={"labeler": 1}) for _ in range(n)]
-            start_s = (time.perf_counter() - t) / n
-            secs = []
-            for _ in range(runs):
+    res: dict = {n: {"s": [], "start_s": [], "rss_mb": []} for n in nodes}
+    for _ in range(runs):
+        for n in nodes:
+            c = LocalCluster(head_cpus=0)
+            try:
+                t = time.perf_counter()
+                added = [c.add(cpus=1, resources={"labeler": 1}) for _ in range(n)]
+                res[n]["start_s"].append((time.perf_counter() - t) / n)
+                res[n]["rss_mb"].append(sum(_node_rss_mb(a) for a in added) / n)
                 with tempfile.TemporaryDirectory() as out:
                     run = _run(root, out, "--models", "tiny-random", "--shard-size", "8",
                                "--batch-size", "4", "--workers", str(n),
                                "--worker-resource", "labeler=1")
-                secs.append(run["label_s"])
-                images = run["labeled_this_run"]
-            res[n] = {"s": secs, "images": images, "start_s": start_s,
-                      "rss_mb": sum(_node_rss_mb(a) for a in added) / n}
-        finally:
-            c.shutdown()
+                res[n]["s"].append(run["label_s"])
+                res[n]["images"] = run["labeled_this_run"]
+                assert len(run["batches_by_node"]) == n, run["batches_by_node"]
+            finally:
+                c.shutdown()
     return res
 
 
 def scaling_table(res: dict) -> str:
     base = median(res[min(res)]["s"])
     rows = ["| worker nodes (1 label worker each) | s (median) | images/s | vs 1 node | "
-            "node start (s) | node RSS (MB) |", "| --- | --- | --- | --- | --- | --- |"]
+            "node start (s) | node RSS, raylet + agents (MB) |",
+            "| --- | --- | --- | --- | --- | --- |"]
     for n, r in sorted(res.items()):
         s = median(r["s"])
         rows.append(f"| {n} | {s:.1f} | {r['images'] / s:.2f} | {base / s:.2f}x | "
-                    f"{r['start_s']:.1f} | {r['rss_mb']:.0f} |")
+                    f"{median(r['start_s']):.1f} | {median(r['rss_mb']):.0f} |")
     return "\n".join(rows)
 
 

@@ -152,7 +152,9 @@ def nodes_section(runs: int) -> str:
 `ray.cluster_utils.Cluster`: a head with the driver and the shard writers (0 CPUs) and N worker
 nodes of 1 CPU, one tiny-random label worker per node (`--worker-resource labeler=1`), the 100
 imagenet-sample images in shards of 8, batches of 4; labeling time of the driver (from the first
-worker ready: the other workers' model loading is inside it), median of {runs} runs.
+worker ready: the other workers' model loading is inside it), median of {runs} runs, the node
+counts interleaved run by run (a fresh cluster each time); node start and resident memory (raylet
+and agents, not workers) per node.
 
 {scaling_table(res)}
 
@@ -160,9 +162,10 @@ This machine has {os.cpu_count()} cores, so more nodes cannot be faster: every n
 CPU tasks share the same cores (3 nodes = 3 model replicas on 2 cores). What the table shows is
 the cost of spreading the same work over more nodes: {one / three:.2f}x the 1-node rate with 3
 nodes, i.e. each extra node costs a raylet and agents (the RSS column), ~the start time above,
-one more model load inside the measured time (~6 s for tiny-random here) and object transfers
-between stores; no image was lost or duplicated in any run (each run's summary counts them).
-On a cluster the extra nodes bring their own cores and GPUs.
+one more model load inside the measured time (~6 s of CPU for tiny-random here, on cores the
+others use) and object transfers between stores. In every run each image was in the shards
+exactly once (checked from the run's summary) and every worker node labeled batches. On a cluster
+the extra nodes bring their own cores and GPUs.
 """
 
 
@@ -197,14 +200,17 @@ def main(argv=None) -> None:
     nodes_md = nodes_section(a.node_runs) if a.node_runs else ""
     m = {k: median(v) for k, v in r.items()}
     ips = {k: a.images / v for k, v in m.items()}
-    ideal1 = 1000.0 * a.batch / a.latency_ms
+    from pipelines.stages import LABEL_CONCURRENCY
+
+    ideal1 = 1000.0 * a.batch / a.latency_ms * LABEL_CONCURRENCY   # batches at once per worker
     overhead_ms = 1000.0 * (m["zero"] - m["serial"]) / a.images
     per_gpu, source = per_gpu_figure()
     hours = IMAGENET_TRAIN / (8 * per_gpu) / 3600
     body = f"""### Ray labeling pipeline (`bench/pipeline.py`)
 
 {a.images} synthetic 128x96 JPEGs, `fake:{a.latency_ms:g}` models (a {a.latency_ms:g} ms sleep per
-batch of {a.batch}: ideal {ideal1:.1f} images/s per worker), shards of {a.shard}, local Ray on this
+batch of {a.batch}, {LABEL_CONCURRENCY} batches at once per worker: ideal {ideal1:.1f} images/s per
+worker), shards of {a.shard}, local Ray on this
 machine, labeling time of the driver (Ray and model start-up excluded), median of {a.runs} runs.
 
 | setup | s (median) | images/s |
