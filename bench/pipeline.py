@@ -10,6 +10,10 @@ With ``fake:<latency_ms>`` models (a fixed sleep per batch, no CPU) it measures,
   Ray core vs Ray Data choice in docs/PIPELINE.md;
 and projects the wall time of 1.28M images on 8 GPUs from a per-GPU images/s figure.
 Images are small synthetic JPEGs so the CPU stage never limits the 2-core machine.
+
+Then, on a real multi-node cluster on this machine (``bench.cluster.node_scaling``: 1, 2 and 3
+worker nodes, one tiny-random label worker each, over ``../shared/data/imagenet-sample``), the
+images/s per node count as a ratio against 1 node in the same run (``--node-runs 0`` skips it).
 """
 from __future__ import annotations
 
@@ -134,6 +138,37 @@ def per_gpu_figure() -> "tuple[float, str]":
                              "SAM-HQ-H + Mask2Former Swin-L at ~800x1333 on one A100 in bf16")
 
 
+def nodes_section(runs: int) -> str:
+    """The 1/2/3-node table (bench/cluster.py) and what it means on this machine."""
+    from bench.cluster import SAMPLE, node_scaling, scaling_table
+
+    if not SAMPLE.exists():
+        return f"\n1/2/3 nodes: not measured ({SAMPLE} is absent).\n"
+    res = node_scaling(SAMPLE, runs)
+    one, three = (median(res[n]["s"]) for n in (1, 3))
+    return f"""
+#### 1, 2, 3 nodes (real raylets and object stores on this machine)
+
+`ray.cluster_utils.Cluster`: a head with the driver and the shard writers (0 CPUs) and N worker
+nodes of 1 CPU, one tiny-random label worker per node (`--worker-resource labeler=1`), the 100
+imagenet-sample images in shards of 8, batches of 4; labeling time of the driver (from the first
+worker ready: the other workers' model loading is inside it), median of {runs} runs, the node
+counts interleaved run by run (a fresh cluster each time); node start and resident memory (raylet
+and agents, not workers) per node.
+
+{scaling_table(res)}
+
+This machine has {os.cpu_count()} cores, so more nodes cannot be faster: every node's worker and
+CPU tasks share the same cores (3 nodes = 3 model replicas on 2 cores). What the table shows is
+the cost of spreading the same work over more nodes: {one / three:.2f}x the 1-node rate with 3
+nodes, i.e. each extra node costs a raylet and agents (the RSS column), ~the start time above,
+one more model load inside the measured time (~6 s of CPU for tiny-random here, on cores the
+others use) and object transfers between stores. In every run each image was in the shards
+exactly once (checked from the run's summary) and every worker node labeled batches. On a cluster
+the extra nodes bring their own cores and GPUs.
+"""
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=256)
@@ -141,6 +176,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--shard", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--node-runs", type=int, default=3, help="runs per node count (0: skip)")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args(argv)
 
@@ -161,16 +197,20 @@ def main(argv=None) -> None:
             r["zero"].append(pipeline_run(root, "fake:0", 1, a.batch, a.shard))
             r["serial"].append(serial_run(root, a.batch, a.shard))
     ray.shutdown()
+    nodes_md = nodes_section(a.node_runs) if a.node_runs else ""
     m = {k: median(v) for k, v in r.items()}
     ips = {k: a.images / v for k, v in m.items()}
-    ideal1 = 1000.0 * a.batch / a.latency_ms
+    from pipelines.stages import LABEL_CONCURRENCY
+
+    ideal1 = 1000.0 * a.batch / a.latency_ms * LABEL_CONCURRENCY   # batches at once per worker
     overhead_ms = 1000.0 * (m["zero"] - m["serial"]) / a.images
     per_gpu, source = per_gpu_figure()
     hours = IMAGENET_TRAIN / (8 * per_gpu) / 3600
     body = f"""### Ray labeling pipeline (`bench/pipeline.py`)
 
 {a.images} synthetic 128x96 JPEGs, `fake:{a.latency_ms:g}` models (a {a.latency_ms:g} ms sleep per
-batch of {a.batch}: ideal {ideal1:.1f} images/s per worker), shards of {a.shard}, local Ray on this
+batch of {a.batch}, {LABEL_CONCURRENCY} batches at once per worker: ideal {ideal1:.1f} images/s per
+worker), shards of {a.shard}, local Ray on this
 machine, labeling time of the driver (Ray and model start-up excluded), median of {a.runs} runs.
 
 | setup | s (median) | images/s |
@@ -191,7 +231,7 @@ machine, labeling time of the driver (Ray and model start-up excluded), median o
   images/s per GPU ({source}): **{hours:.1f} h** of labeling (plus start-up and any resume).
 - No GPU was available: the full-size default models were not run here. 1-minute load average
   at the start: {load:.1f} on {os.cpu_count()} cores.
-"""
+{nodes_md}"""
     if a.no_write:
         print(body)
     else:

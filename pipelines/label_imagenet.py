@@ -3,6 +3,8 @@
     python pipelines/label_imagenet.py --imagenet-root /data/imagenet --out /data/c2fmae-in1k
     ray submit pipelines/cluster.yaml pipelines/label_imagenet.py -- --address auto \\
         --imagenet-root /mnt/imagenet --out s3://bucket/c2fmae-in1k --gpus-per-worker 1
+    ray job submit --address http://<head>:8265 --working-dir . -- python \\
+        pipelines/label_imagenet.py --address auto --imagenet-root /mnt/imagenet --out ...
 
 Rerunning the same command resumes: finished shards are skipped, the others redone. See
 docs/PIPELINE.md for the design (stages, exactly-once, fault handling) and every option.
@@ -20,11 +22,12 @@ if __package__ in (None, ""):   # run as a script: make the repository's package
 
 from c2fmae_data.format.index import load_shard_rows  # noqa: E402
 from c2fmae_data.format.manifest import build_manifest  # noqa: E402
-from c2fmae_data.format.fs import join, open_fs
+from c2fmae_data.format.fs import join, open_fs  # noqa: E402
 from c2fmae_data.format.shards import ShardInfo  # noqa: E402
 
 from pipelines.plan import (STATE_DIR, PlanError, check_resumable, make_plan, parse_classes,
                             save_plan)  # noqa: E402,E501
+from pipelines.connect import check_address, init_ray, parse_worker_resources  # noqa: E402
 from pipelines.report import format_summary, write_summary  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 1 with GPUs, 0 on cpu so the CPU stage can run beside it)")
     p.add_argument("--depth", type=int, default=2,
                    help="batches queued per worker, for pipelining (default: 2)")
+    p.add_argument("--worker-resource", action="append", metavar="NAME=AMOUNT",
+                   help="a custom Ray resource each label worker needs (repeatable), to place "
+                        "workers on the nodes that offer it, e.g. a100=1")
+    p.add_argument("--max-writes", type=int, default=2,
+                   help="shards written at once; no new shard is opened while a finished one "
+                        "waits, which bounds the object store under a slow output (default: 2)")
     p.add_argument("--max-crashes", type=int, default=100,
                    help="abort after this many label-worker deaths; finished shards are kept "
                         "(default: 100)")
@@ -86,36 +95,21 @@ def validate(args) -> None:
     except ValueError as e:
         raise PlanError(f"--models: {e}") from None
     for flag, low in (("shard_size", 1), ("batch_size", 1), ("limit", 1), ("workers", 1),
-                      ("depth", 1), ("max_crashes", 0), ("num_cpus", 1), ("worker_cpus", 0)):
+                      ("depth", 1), ("max_crashes", 0), ("num_cpus", 1), ("worker_cpus", 0),
+                      ("max_writes", 1)):
         v = getattr(args, flag)
         if v is not None and v < low:
             raise PlanError(f"--{flag.replace('_', '-')} must be >= {low}, got {v}")
     if not args.gpus_per_worker > 0:
         raise PlanError(f"--gpus-per-worker must be > 0, got {args.gpus_per_worker}")
     parse_classes(args.classes)
-
-
-def init_ray(args) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    runtime_env = None
-    if args.ship_code:
-        import c2fmae_data
-        import labeling
-        import pipelines
-
-        runtime_env = {"py_modules": [os.path.dirname(m.__file__)
-                                      for m in (c2fmae_data, labeling, pipelines)]}
-        hub = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_HOME") if k in os.environ}
-        if hub:   # workers find weights the way the driver does
-            runtime_env["env_vars"] = hub
+    parse_worker_resources(args.worker_resource)
     if args.address:
-        ray.init(address=args.address, runtime_env=runtime_env)
-    else:
-        ray.init(num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False,
-                 runtime_env=runtime_env)
+        check_address(args.address)
+    for flag in ("imagenet_root", "out"):   # workers run elsewhere: no path relative to here
+        v = getattr(args, flag)
+        if "://" not in v:
+            setattr(args, flag, os.path.abspath(os.path.expanduser(v)))
 
 
 def resources(args) -> "tuple[str, int, float, float]":
@@ -154,7 +148,8 @@ def run(args) -> "dict[str, Any]":
     import ray
 
     from pipelines.driver import Driver
-    from pipelines.stages import crash_hook_from_env, remote_functions
+    from pipelines.hooks import hooks_from_env
+    from pipelines.stages import remote_functions
 
     t0 = time.perf_counter()
     validate(args)
@@ -182,22 +177,19 @@ def run(args) -> "dict[str, Any]":
     device, n_workers, gpw, cpus = resources(args)
     proto = open_fs(args.out)[0].protocol
     local_out = "file" in (proto if isinstance(proto, (tuple, list)) else (proto,))
-    prepare, Worker, writer = remote_functions(local_out, cpus, gpw, max_restarts=-1)
-    hook = crash_hook_from_env()
-    workers = [Worker.remote(args.models, device, args.precision, hook) for _ in range(n_workers)]
+    custom = parse_worker_resources(args.worker_resource)
+    prepare, Worker, writer = remote_functions(local_out, cpus, gpw, max_restarts=-1,
+                                               worker_resources=custom)
+    test_hooks = hooks_from_env()
+    workers = [Worker.remote(args.models, device, args.precision, test_hooks)
+               for _ in range(n_workers)]
     labeled, infos = 0, []
     try:
-        provenance = ray.get(workers[0].provenance.remote())   # fails fast if models cannot load
+        provenance = first_provenance(workers, {"CPU": cpus, "GPU": gpw, **custom})
         meta = {"provenance": provenance, "self_contained": False,
                 "plan": {"fingerprint": plan.fingerprint, "split": plan.split,
                          "num_shards": plan.num_shards, "shard_size": plan.shard_size}}
-        todo_images = sum(len(plan.shards[i]) for i in todo)
-        bar = None
-        if not args.no_progress and todo_images:
-            from tqdm import tqdm
-
-            bar = tqdm(total=todo_images, unit="img", desc=f"labeling {plan.split}",
-                       dynamic_ncols=True, smoothing=0.05)
+        bar = progress_bar(args, plan, todo)
 
         def progress(n: int) -> None:
             nonlocal labeled
@@ -207,10 +199,13 @@ def run(args) -> "dict[str, Any]":
 
         prep_opts = {k: provenance[k] for k in ("max_pixels", "max_model_side")
                      if k in provenance}
+        write_opts = {"delay_s": test_hooks["write_delay_s"]} if "write_delay_s" in test_hooks \
+            else {}
         driver = Driver(plan, todo, root=args.imagenet_root, out=args.out, meta=meta,
-                        prep_opts=prep_opts,                        prepare=prepare, workers=workers, writer=writer,
+                        prep_opts=prep_opts, prepare=prepare, workers=workers, writer=writer,
                         batch_size=args.batch_size, depth=args.depth,
-                        max_crashes=args.max_crashes, on_progress=progress,
+                        max_crashes=args.max_crashes, max_writes=args.max_writes,
+                        write_opts=write_opts, on_progress=progress,
                         log=(bar.write if bar is not None else print))
         t_label = time.perf_counter()
         infos = driver.run()
@@ -228,9 +223,39 @@ def run(args) -> "dict[str, Any]":
         "labeled_this_run": labeled, "shards_written": len(infos), "shards_skipped": len(done),
         "wall_s": wall, "label_s": label_s, "workers": n_workers, "device": device,
         "gpus": n_workers * gpw if device == "cuda" else 0, "plan": plan.fingerprint,
-        "crashes": driver.crashes})
+        **driver.stats()})
     print(format_summary(plan.split, entry), flush=True)
     return entry
+
+
+def first_provenance(workers: list, needs: "dict[str, float]") -> "dict[str, Any]":
+    """Provenance of the first worker to start (others may wait for a node that has not joined
+    yet). A worker whose models cannot load raises here: the run fails fast."""
+    import ray
+
+    from pipelines.driver import REVIVE_TIMEOUT_S
+
+    pending = {w.ready.remote(): w for w in workers}
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < REVIVE_TIMEOUT_S:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=60.0)
+        if ready:
+            ray.get(ready[0])
+            return ray.get(pending[ready[0]].provenance.remote())
+        print(f"waiting for a label worker to start: none placed yet (each needs {needs}; "
+              f"free in the cluster now: {ray.available_resources()})", flush=True)
+    raise RuntimeError(f"no label worker started within {REVIVE_TIMEOUT_S} s: no node offers "
+                       f"{needs} (check --worker-resource / --gpus-per-worker / --worker-cpus)")
+
+
+def progress_bar(args, plan, todo: "list[int]"):
+    todo_images = sum(len(plan.shards[i]) for i in todo)
+    if args.no_progress or not todo_images:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=todo_images, unit="img", desc=f"labeling {plan.split}",
+                dynamic_ncols=True, smoothing=0.05)
 
 
 def main(argv=None) -> int:

@@ -1,17 +1,13 @@
 """The Ray pieces of the pipeline: a CPU task that reads and decodes, a GPU actor that labels, and
 a task that writes one finished shard.
 
-Only this module and ``label_imagenet.py`` import Ray; ``labeling`` stays Ray-free.
-
-Test-only fault hook: when the driver's environment holds ``C2FMAE_PIPELINE_CRASH_KEY=<key>`` and
-``C2FMAE_PIPELINE_CRASH_FLAG=<path>``, a label worker that receives a batch holding ``<key>``
-appends a line to ``<path>`` and kills its own process (``os._exit``) while ``<path>`` has fewer
-than ``C2FMAE_PIPELINE_CRASH_TIMES`` lines (default 1: once; a large value makes ``<key>`` a
-poison image). Nothing else reads these variables; never set them outside tests.
+Only this package imports Ray; ``labeling`` stays Ray-free. The test-only fault hooks (a worker
+that crashes or waits on a chosen key, a slow writer) are in ``pipelines/hooks.py``.
 """
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from typing import Any, Sequence
 
@@ -23,17 +19,21 @@ from c2fmae_data.format.manifest import write_json_atomic
 from c2fmae_data.format.fs import join, open_fs
 from c2fmae_data.format.shards import write_shard
 
+from pipelines import hooks
 from pipelines.plan import STATE_DIR, Item
 
-CRASH_KEY_ENV = "C2FMAE_PIPELINE_CRASH_KEY"
-CRASH_FLAG_ENV = "C2FMAE_PIPELINE_CRASH_FLAG"
-CRASH_TIMES_ENV = "C2FMAE_PIPELINE_CRASH_TIMES"
 MAX_REASON = 500
 
 
-def crash_hook_from_env() -> "tuple[str, str, int] | None":
-    key, flag = os.environ.get(CRASH_KEY_ENV), os.environ.get(CRASH_FLAG_ENV)
-    return (key, flag, int(os.environ.get(CRASH_TIMES_ENV, "1"))) if key and flag else None
+class RootUnreadable(RuntimeError):
+    """The ImageNet root itself (not one file) cannot be read on the node running the CPU stage:
+    a user mistake (a path that exists on the head only), not a failed image."""
+
+
+def node_label() -> str:
+    """``<ip> (<node id, 8 hex>)`` of the node this process runs on, for messages."""
+    ctx = ray.get_runtime_context()
+    return f"{ray.util.get_node_ip_address()} ({ctx.get_node_id()[:8]})"
 
 
 def short_error(e: BaseException) -> str:
@@ -61,6 +61,7 @@ def read_and_prepare(root: str, items: Sequence[Item], prep_opts: "dict[str, Any
             with fs.open(join(base, it.key), "rb") as f:
                 data = f.read()
         except Exception as e:  # vanished, permission, network...
+            _check_root_readable(fs, base, root, it.key, e)
             out.append(failed_record(it.key, f"read error: {short_error(e)}", wnid=it.wnid,
                                      class_index=it.class_index))
             continue
@@ -70,6 +71,20 @@ def read_and_prepare(root: str, items: Sequence[Item], prep_opts: "dict[str, Any
             out.append(failed_record(it.key, f"prepare error: {short_error(e)}", wnid=it.wnid,
                                      class_index=it.class_index))
     return out
+
+
+def _check_root_readable(fs, base: str, root: str, key: str, err: Exception) -> None:
+    """After a failed read: when the split folder itself is missing on this node, the root is
+    unreadable here (raise: one message naming node and path), not just this one file."""
+    split_dir = join(base, key.split("/", 1)[0])
+    try:
+        seen = fs.isdir(split_dir)
+    except Exception:  # noqa: BLE001 - any failure to look is the same answer
+        seen = False
+    if not seen:
+        raise RootUnreadable(f"node {node_label()} cannot read --imagenet-root {root} "
+                             f"({split_dir} is not there: {short_error(err)}); every node must "
+                             f"see the images at the same path") from None
 
 
 # ----------------------------------------------------------------------------- GPU stage
@@ -86,16 +101,22 @@ class LabelWorker:
     (processors, composition, PNG encoding) never sits between two forwards."""
 
     def __init__(self, models: str, device: str, precision: str,
-                 crash_hook: "tuple[str, str, int] | None" = None):
+                 test_hooks: "dict[str, Any] | None" = None):
         from labeling.overlap import gate_labeler
 
         self.labeler = _get_labeler(models, device, precision)
         self.labeler.preflight()     # fail at start, not as a dataset of failed rows
         self.gate = gate_labeler(self.labeler)
-        self.crash_hook = crash_hook
+        self.hooks = test_hooks or {}   # pipelines/hooks.py; empty in a real run
+        self.node_id = ray.get_runtime_context().get_node_id()
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> "dict[str, str]":
+        """Where this worker runs: its node and the folder its ``labeling`` code came from (a
+        runtime_env folder under ``--ship-code``)."""
+        import labeling
+
+        return {"node": self.node_id, "where": node_label(),
+                "code": os.path.dirname(os.path.abspath(labeling.__file__))}
 
     def gpu_stats(self) -> "dict[str, Any]":
         """Model calls, seconds the GPU was held / waited for, and its busy share of wall time."""
@@ -104,10 +125,13 @@ class LabelWorker:
     def provenance(self) -> "dict[str, Any]":
         return self.labeler.provenance()
 
-    def label(self, prepared: list) -> "tuple[list[dict], int]":
-        """(records in input order, count) — two returns so the driver can watch the small one
-        and hand the records straight to the shard writer."""
-        self._maybe_crash(prepared)
+    def label(self, prepared: list) -> "tuple[list[dict], dict[str, Any]]":
+        """(records in input order, {"n": count, "node": this node}) — two returns so the driver
+        can watch the small one (it says where the records live) and hand the records straight
+        to the shard writer."""
+        keys = hooks.keys_of(prepared)
+        hooks.maybe_crash(self.hooks, keys)
+        hooks.maybe_hold(self.hooks, keys, self.node_id)
         todo = [i for i, p in enumerate(prepared) if not isinstance(p, dict)]
         out = list(prepared)
         if todo:
@@ -116,28 +140,26 @@ class LabelWorker:
                 raise RuntimeError(f"labeler returned {len(recs)} records for {len(todo)} images")
             for i, r in zip(todo, recs):
                 out[i] = r
-        return out, len(out)
-
-    def _maybe_crash(self, prepared: list) -> None:
-        if not self.crash_hook:
-            return
-        key, flag, times = self.crash_hook
-        keys = {p["key"] if isinstance(p, dict) else p.key for p in prepared}
-        if key not in keys:
-            return
-        done = open(flag).read().count("\n") if os.path.exists(flag) else 0
-        if done < times:
-            with open(flag, "a") as f:
-                f.write(f"worker pid {os.getpid()} crashed on {key} ({len(keys)} keys)\n")
-            os._exit(17)
+        return out, {"n": len(out), "node": self.node_id}
 
 
 # ----------------------------------------------------------------------------- writer
 def write_finished_shard(out: str, split: str, index: int, meta: "dict[str, Any]",
-                         expected_keys: "list[str]", extra: "list[dict]", *record_lists
-                         ) -> "dict[str, Any]":
-    """Check that the shard holds every planned key exactly once, write it atomically, then note
-    its manifest entry in the ledger ``_pipeline/shards/`` (so a resume need not rehash it)."""
+                         expected_keys: "list[str]", extra: "list[dict]", record_refs: list,
+                         delay_s: float = 0.0) -> "dict[str, Any]":
+    """Fetch the shard's record lists (``record_refs``: ObjectRefs, one per batch slot), check
+    that the shard holds every planned key exactly once, write it atomically, then note its
+    manifest entry in the ledger ``_pipeline/shards/`` (so a resume need not rehash it).
+
+    The refs are fetched here, not resolved by Ray as arguments, so that an input whose only copy
+    was on a lost node comes back as ``{"lost": error}`` for the driver to recompute, instead of
+    failing (and retrying) the write. ``delay_s``: the slow-writer test hook (hooks.py)."""
+    if delay_s:
+        hooks.slow_store(out, delay_s)
+    try:
+        record_lists = ray.get(list(record_refs))
+    except ray.exceptions.ObjectLostError as e:
+        return {"lost": short_error(e).splitlines()[0]}
     records = [r for lst in record_lists for r in lst] + list(extra)
     keys = [r["key"] for r in records]
     if sorted(keys) != sorted(expected_keys) or len(set(keys)) != len(keys):
@@ -157,10 +179,12 @@ def write_finished_shard(out: str, split: str, index: int, meta: "dict[str, Any]
 
 
 def remote_functions(local_output: bool, worker_cpus: float, gpus_per_worker: float,
-                     max_restarts: int):
+                     max_restarts: int, worker_resources: "dict[str, float] | None" = None):
     """The Ray-decorated stages with the resources of this run. Shard writers are pinned to the
     driver's node when the output is a local path (on a multi-node cluster that is where the
-    user will look for it); for object storage they run anywhere."""
+    user will look for it); for object storage they run anywhere. ``worker_resources``: custom
+    Ray resources each label worker needs (``--worker-resource``), to place workers on chosen
+    nodes."""
     # num_cpus=0: a head node often offers no CPUs; the driver bounds how many writes are open.
     write_opts: "dict[str, Any]" = {"num_cpus": 0, "max_retries": 3, "retry_exceptions": True}
     if local_output:
@@ -171,6 +195,7 @@ def remote_functions(local_output: bool, worker_cpus: float, gpus_per_worker: fl
     prepare = ray.remote(num_cpus=1, max_retries=3)(read_and_prepare)
     writer = ray.remote(**write_opts)(write_finished_shard)
     worker = ray.remote(num_cpus=worker_cpus, num_gpus=gpus_per_worker,
+                        resources=dict(worker_resources or {}),
                         max_restarts=max_restarts, max_task_retries=0,
                         max_concurrency=LABEL_CONCURRENCY)(LabelWorker)
     return prepare, worker, writer

@@ -25,7 +25,7 @@ from c2fmae_data.format.shards import iter_shard, list_shards  # noqa: E402
 from c2fmae_data.tools.verify import verify  # noqa: E402
 from pipelines import label_imagenet  # noqa: E402
 from pipelines.plan import list_images  # noqa: E402
-from pipelines.stages import CRASH_FLAG_ENV, CRASH_KEY_ENV, CRASH_TIMES_ENV  # noqa: E402
+from pipelines.hooks import CRASH_FLAG_ENV, CRASH_KEY_ENV, CRASH_TIMES_ENV  # noqa: E402
 
 SCRIPT = str(Path(__file__).resolve().parents[2] / "pipelines" / "label_imagenet.py")
 COMMON = ["--models", "tiny-random", "--shard-size", "8", "--batch-size", "8", "--workers", "2",
