@@ -11,7 +11,7 @@ With ``fake:<latency_ms>`` models (a fixed sleep per batch, no CPU) it measures,
 and projects the wall time of 1.28M images on 8 GPUs from a per-GPU images/s figure.
 Images are small synthetic JPEGs so the CPU stage never limits the 2-core machine.
 
-Then, on a real multi-node cluster on this machine (``bench.cluster.node_scaling``: 1, 2 and 3
+Then, on a real multi-node cluster on this machine (``bench.cluster.multinode.node_scaling``: 1, 2 and 3
 worker nodes, one tiny-random label worker each, over ``../shared/data/imagenet-sample``), the
 images/s per node count as a ratio against 1 node in the same run (``--node-runs 0`` skips it).
 """
@@ -139,8 +139,8 @@ def per_gpu_figure() -> "tuple[float, str]":
 
 
 def nodes_section(runs: int) -> str:
-    """The 1/2/3-node table (bench/cluster.py) and what it means on this machine."""
-    from bench.cluster import SAMPLE, node_scaling, scaling_table
+    """The 1/2/3-node table (bench/cluster/multinode.py) and what it means on this machine."""
+    from bench.cluster.multinode import SAMPLE, node_scaling, scaling_table
 
     if not SAMPLE.exists():
         return f"\n1/2/3 nodes: not measured ({SAMPLE} is absent).\n"

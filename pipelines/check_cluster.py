@@ -10,6 +10,7 @@ and column where the yaml breaks; the field where the schema does).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -79,13 +80,18 @@ def check(path: str) -> str:
     return describe(path, config)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python pipelines/check_cluster.py",
+                                description="Check a Ray cluster yaml before `ray up`: one line, "
+                                            "exit 0 (ok) or 2 (what is wrong).")
+    p.add_argument("cluster_yaml", help="e.g. pipelines/cluster.yaml")
+    return p
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python pipelines/check_cluster.py CLUSTER_YAML", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
     try:
-        print(check(argv[0]))
+        print(check(args.cluster_yaml))
     except ClusterConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

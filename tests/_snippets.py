@@ -107,7 +107,8 @@ def doc_commands() -> "list[tuple[str, list[str], bool]]":
                         for c in _split_commands(m.group(2))]
         for m in INLINE.finditer(text):
             span = m.group(1)
-            if any(a <= m.start() < b for a, b in fenced) or "<" in span or " " not in span:
+            if (any(a <= m.start() < b for a, b in fenced) or " " not in span
+                    or "<" in span or "..." in span):   # a bare name or a placeholder
                 continue
             out += [(_where(path, text, m.start()), c, False) for c in _split_commands(span)]
     return out

@@ -29,7 +29,8 @@ LAYERS = {
     "model": [["network"], ["pretraining"], ["finetuning"],
               ["pretrain", "finetune", "multigranular_ft", "evaluate", "export"], ["__init__"]],
     "pipelines": [["*"]],
-    "bench": [["report"], ["data", "labelers", "training"], ["demo", "pipeline", "__init__"]],
+    "bench": [["report"], ["data", "labelers", "training", "cluster"],
+              ["demo", "pipeline", "__init__"]],
 }
 THIRD_PARTY_ONLY = {"ray": ("pipelines", "bench", "tests")}
 MAX_MODULES = 12

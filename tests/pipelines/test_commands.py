@@ -2,7 +2,7 @@
 started with ``ray start --head``, a second node joined with ``ray start --address``, the job sent
 with ``ray job submit --working-dir . -- python pipelines/label_imagenet.py --address auto ...``
 (with ``--ship-code``: the label worker imports the packages the job shipped). The head lost
-mid-run and the resubmitted job resuming: bench/cluster_commands.py (the longest cluster run).
+mid-run and the resubmitted job resuming: bench/cluster/commands.py (the longest cluster run).
 Plus the user mistakes that must be one line: an address where no Ray answers, a cluster yaml
 that does not parse."""
 from __future__ import annotations

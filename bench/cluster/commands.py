@@ -1,7 +1,7 @@
 """Run the documented cluster commands for real against a cluster on this machine, and record what
 each did (section ``cluster-commands`` of docs/benchmarks.md; docs/PIPELINE.md explains it).
 
-    python -m bench.cluster_commands [--no-write]
+    python -m bench.cluster.commands [--no-write]
 
 With ``pipelines/cluster-local.yaml`` (Ray's fake multi-node provider: worker nodes are real
 raylets + object stores on this machine):
@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.report import write_section  # noqa: E402
 from tests._ray_cluster import REPO, CliHead, node_ip  # noqa: E402
@@ -219,7 +219,7 @@ def main(argv=None) -> None:
         steps = run_all(Path(tmp) / "out")
         (Path(tmp) / "lost").mkdir()
         head_loss(steps, Path(tmp) / "lost" / "out")
-    body = f"""### Cluster commands on this machine (`bench/cluster_commands.py`)
+    body = f"""### Cluster commands on this machine (`bench/cluster/commands.py`)
 
 `{YAML}` (provider `fake_multinode`, 2 worker nodes of 1 CPU with a `labeler` resource,
 100 MB object store each), every command run for real in this order; the job is tiny-random

@@ -2,7 +2,7 @@
 each node a real raylet with its own object store). Section ``pipeline-memory`` of
 docs/benchmarks.md; ``node_scaling`` also feeds the 1/2/3-node table of ``bench/pipeline.py``.
 
-    python -m bench.cluster [--runs 3] [--no-write]
+    python -m bench.cluster.multinode [--runs 3] [--no-write]
 
 * ``node_scaling``: images/s with 1, 2 and 3 worker nodes, one tiny-random label worker per
   node (custom resource ``labeler``), the head holding only the driver and the writers; the
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 
@@ -166,7 +166,7 @@ def main(argv=None) -> None:
     from pipelines.driver import shards_held_bound
 
     bound = shards_held_bound(1, 2, 2, 2)
-    body = f"""### Ray pipeline: object store under a slow shard store (`bench/cluster.py`)
+    body = f"""### Ray pipeline: object store under a slow shard store (`bench/cluster/multinode.py`)
 
 Two nodes on this machine (head: driver + writers; one worker node: the label worker), 100 MiB
 object store each, 1280x960 synthetic JPEGs (3.7 MB decoded), `fake:0` models, shards of 4,
