@@ -40,6 +40,12 @@ class LocalCluster:
         from ray.cluster_utils import Cluster
 
         self.tmp = tempfile.mkdtemp(prefix="c2r-", dir="/tmp")
+        # Cluster() writes its address to <default ray temp dir>/ray_current_cluster even when
+        # given its own temp_dir, and does not create that folder: on a machine where Ray never
+        # ran (a clean CI box) it does not exist yet. Ray's default is $RAY_TMPDIR, else
+        # $TMPDIR, else /tmp, plus "ray".
+        base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+        os.makedirs(os.path.join(base, "ray"), exist_ok=True)
         self.cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": head_cpus, "object_store_memory": store_mb * MiB,
             "resources": head_resources or {}, "include_dashboard": False,
