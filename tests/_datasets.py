@@ -16,6 +16,10 @@ Stable helpers (test modules and benchmarks import them: ``from tests._datasets 
 * ``good_dataset(root, images=None)`` -> two train shards and a val shard of tiny rows whose
   source is ``IMAGE`` (written under ``images`` when given): what verify passes.
 * ``failed_rows_dataset(root)`` -> one ok row and two failed ones; ``SMALL``: loader options.
+* ``label_rows(out)`` -> key -> label columns over every finished shard of a labeled root;
+  asserts each key appears once (the pipeline tests' "0 lost, 0 duplicated, same bytes").
+* ``imagenet_style_images(root, n, size, classes, seed)`` -> root: ``n`` smooth random JPEGs of
+  ``size`` under ``train/<wnid>/`` (large inputs for the pipeline's memory tests).
 """
 from __future__ import annotations
 
@@ -219,3 +223,33 @@ def failed_rows_dataset(root) -> "list[str]":
                           source_size=len(broken),
                           source_sha256=hashlib.sha256(broken).hexdigest(), image_bytes=broken)]
     return write_dataset(root, recs, shards=1, self_contained=True)
+
+
+def label_rows(out) -> "dict[str, tuple]":
+    """key -> label columns over every finished shard; asserts each key appears once."""
+    from c2fmae_data.format.fs import open_fs
+    from c2fmae_data.format.schema import LABEL_COLUMNS
+    from c2fmae_data.format.shards import iter_shard, list_shards
+
+    fs, base = open_fs(str(out))
+    rows: dict = {}
+    for rel in list_shards(str(out)):
+        for r in iter_shard(fs, f"{base}/{rel}", columns=list(LABEL_COLUMNS)):
+            assert r["key"] not in rows, f"{r['key']} appears twice"
+            rows[r["key"]] = tuple(r[c] for c in LABEL_COLUMNS)
+    return rows
+
+
+def imagenet_style_images(root: Path, n: int, size=(1024, 768), classes: int = 5,
+                          seed: int = 1) -> Path:
+    """``n`` JPEGs of ``size`` (an upsampled random 1/16 image: smooth, realistic file sizes)
+    spread over the first ``classes`` ImageNet synsets, as ``root/train/<wnid>/imNNNN.JPEG``."""
+    from c2fmae_data.format.categories import imagenet_wnids
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        d = Path(root) / "train" / imagenet_wnids()[i % classes]
+        d.mkdir(parents=True, exist_ok=True)
+        small = (rng.random((size[1] // 16, size[0] // 16, 3)) * 255).astype(np.uint8)
+        Image.fromarray(small).resize(size, Image.BICUBIC).save(d / f"im{i:04d}.JPEG", quality=90)
+    return Path(root)

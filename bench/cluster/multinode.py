@@ -24,8 +24,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import numpy as np  # noqa: E402
-
 from bench.report import median, write_section  # noqa: E402
 from tests.conftest import SHARED_DATA  # noqa: E402
 
@@ -102,23 +100,10 @@ def scaling_table(res: dict) -> str:
     return "\n".join(rows)
 
 
-def large_images(root: Path, n: int, size=(1280, 960)) -> None:
-    from PIL import Image
-
-    from c2fmae_data.format.categories import imagenet_wnids
-
-    rng = np.random.default_rng(2)
-    for i in range(n):
-        d = root / "train" / imagenet_wnids()[i % 9]
-        d.mkdir(parents=True, exist_ok=True)
-        small = (rng.random((size[1] // 16, size[0] // 16, 3)) * 255).astype(np.uint8)
-        Image.fromarray(small).resize(size, Image.BICUBIC).save(d / f"im{i:04d}.JPEG",
-                                                                 quality=90)
-
-
 def store_bound(runs: int = 3, shards=(12, 36), delay_s: float = 0.5) -> dict:
     """{(shards, max_writes): [(peak MiB over nodes, peak shards held, spilled, fallback)]}"""
     from pipelines.hooks import WRITE_DELAY_ENV
+    from tests._datasets import imagenet_style_images
     from tests._ray_cluster import LocalCluster, StoreMonitor
 
     res: dict = {}
@@ -127,7 +112,8 @@ def store_bound(runs: int = 3, shards=(12, 36), delay_s: float = 0.5) -> dict:
     try:
         c.add(cpus=1, resources={"labeler": 1})
         with tempfile.TemporaryDirectory() as tmp:
-            large_images(Path(tmp), 4 * max(shards))
+            imagenet_style_images(Path(tmp), 4 * max(shards), size=(1280, 960), classes=9,
+                                  seed=2)
             for _ in range(runs):
                 for n in shards:
                     for mw in (2, 1000):

@@ -13,35 +13,22 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from c2fmae_data.format.fs import open_fs  # noqa: E402
-from c2fmae_data.format.schema import LABEL_COLUMNS  # noqa: E402
-from c2fmae_data.format.shards import iter_shard, list_shards  # noqa: E402
+from c2fmae_data.format.shards import list_shards  # noqa: E402
 from c2fmae_data.tools.verify import verify  # noqa: E402
 from pipelines import label_imagenet  # noqa: E402
 from pipelines.driver import shards_held_bound  # noqa: E402
 from pipelines.hooks import HOLD_FLAG_ENV, HOLD_KEY_ENV, WRITE_DELAY_ENV  # noqa: E402
 from pipelines.plan import list_images  # noqa: E402
+from tests._datasets import imagenet_style_images, label_rows  # noqa: E402
 from tests._ray_cluster import LocalCluster, StoreMonitor  # noqa: E402
 
 PLAN = ["--models", "tiny-random", "--shard-size", "8", "--batch-size", "4", "--limit", "24",
         "--no-progress"]
 ON_WORKER_NODES = ["--worker-resource", "labeler=1"]
-
-
-def _rows(out) -> "dict[str, tuple]":
-    """key -> label columns over every finished shard; asserts each key appears once."""
-    fs, base = open_fs(str(out))
-    rows: dict = {}
-    for rel in list_shards(str(out)):
-        for r in iter_shard(fs, f"{base}/{rel}", columns=list(LABEL_COLUMNS)):
-            assert r["key"] not in rows, f"{r['key']} appears twice"
-            rows[r["key"]] = tuple(r[c] for c in LABEL_COLUMNS)
-    return rows
 
 
 def _finished(out) -> int:
@@ -75,7 +62,7 @@ def reference(cluster, imagenet_sample, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     entry = label_imagenet.run(label_imagenet.parse_args(
         ["--imagenet-root", str(imagenet_sample), "--out", str(out), *PLAN, "--workers", "1"]))
-    rows = _rows(out)
+    rows = label_rows(out)
     assert len(rows) == 24 and entry["failed"] == 0
     assert list(entry["run"]["batches_by_node"]) == [cluster.head.node_id]
     return rows
@@ -127,7 +114,7 @@ def test_node_joining_mid_run_gets_work(cluster, reference, imagenet_sample, tmp
     assert set(run["batches_by_node"]) == {first.node_id, joined}
     assert run["batches_by_node"][joined] >= 3             # shard 1's 2nd batch, shard 2
     assert run["crashes"] == run["node_losses"] == 0
-    assert _rows(out) == reference                        # every image once, same bytes
+    assert label_rows(out) == reference                        # every image once, same bytes
     assert verify(str(out), imagenet_root=str(imagenet_sample), full=True).ok
 
 
@@ -166,22 +153,8 @@ def test_node_lost_mid_run_recomputes_what_only_it_held(cluster, reference, imag
     survivor = next(n for n in nodes if n != lost["node"])
     assert run["batches_by_node"][lost["node"]] == 5     # shard 0, shard 1, shard 2's first
     assert run["batches_by_node"][survivor] == 4         # shard 1 again, shard 2
-    assert _rows(out) == reference                       # 0 lost, 0 duplicated, same bytes
+    assert label_rows(out) == reference                       # 0 lost, 0 duplicated, same bytes
     assert verify(str(out), imagenet_root=str(imagenet_sample), full=True).ok
-
-
-def _large_images(root: Path, n: int, size=(1024, 768)) -> Path:
-    from PIL import Image
-
-    from c2fmae_data.format.categories import imagenet_wnids
-
-    rng = np.random.default_rng(1)
-    for i in range(n):
-        d = root / "train" / imagenet_wnids()[i % 5]
-        d.mkdir(parents=True, exist_ok=True)
-        small = (rng.random((size[1] // 16, size[0] // 16, 3)) * 255).astype(np.uint8)
-        Image.fromarray(small).resize(size, Image.BICUBIC).save(d / f"im{i:03d}.JPEG", quality=90)
-    return root
 
 
 def test_blocked_writer_bounds_what_the_object_stores_hold(cluster, tmp_path, monkeypatch):
@@ -192,7 +165,7 @@ def test_blocked_writer_bounds_what_the_object_stores_hold(cluster, tmp_path, mo
     import fcntl
 
     _labeler_nodes(cluster, 1)
-    root = _large_images(tmp_path / "in", 32)
+    root = imagenet_style_images(tmp_path / "in", 32)
     out = tmp_path / "out"
     (out / "_pipeline").mkdir(parents=True)
     monkeypatch.setenv(WRITE_DELAY_ENV, "0.05")

@@ -19,13 +19,13 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from c2fmae_data.format.schema import LABEL_COLUMNS  # noqa: E402
 from c2fmae_data.format.fs import open_fs
 from c2fmae_data.format.shards import iter_shard, list_shards  # noqa: E402
 from c2fmae_data.tools.verify import verify  # noqa: E402
 from pipelines import label_imagenet  # noqa: E402
 from pipelines.plan import list_images  # noqa: E402
 from pipelines.hooks import CRASH_FLAG_ENV, CRASH_KEY_ENV, CRASH_TIMES_ENV  # noqa: E402
+from tests._datasets import label_rows  # noqa: E402
 
 SCRIPT = str(Path(__file__).resolve().parents[2] / "pipelines" / "label_imagenet.py")
 COMMON = ["--models", "tiny-random", "--shard-size", "8", "--batch-size", "8", "--workers", "2",
@@ -37,17 +37,6 @@ REF_IMAGES = 24
 
 def _argv(root, out, *extra):
     return ["--imagenet-root", str(root), "--out", str(out), *COMMON, *extra]
-
-
-def _rows(out) -> "dict[str, tuple]":
-    """key -> label columns over every finished shard; asserts each key appears once."""
-    fs, base = open_fs(str(out))
-    rows: dict = {}
-    for rel in list_shards(str(out)):
-        for r in iter_shard(fs, f"{base}/{rel}", columns=list(LABEL_COLUMNS)):
-            assert r["key"] not in rows, f"{r['key']} appears twice"
-            rows[r["key"]] = tuple(r[c] for c in LABEL_COLUMNS)
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +76,7 @@ def reference(ray_session, image_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     entry = label_imagenet.run(label_imagenet.parse_args(
         _argv(image_root, out, "--limit", str(REF_IMAGES))))
-    rows = _rows(out)
+    rows = label_rows(out)
     assert entry["run"]["labeled_this_run"] == REF_IMAGES == len(rows)
     return out, entry, rows
 
@@ -104,7 +93,7 @@ def test_full_run_over_the_sample_is_verified_and_complete(ray_session, imagenet
     entry = label_imagenet.run(label_imagenet.parse_args(argv))
     monkeypatch.undo()
     listing = [it.key for it in list_images(str(imagenet_sample), "train")[0]]
-    assert sorted(_rows(out)) == listing and len(listing) == 100     # every image exactly once
+    assert sorted(label_rows(out)) == listing and len(listing) == 100     # every image exactly once
     report = verify(url, imagenet_root=str(imagenet_sample), full=True)
     assert report.ok, report.text()
     assert entry["images"] == 100 and entry["ok"] == 100 and entry["failed"] == 0
@@ -135,7 +124,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, image_roo
                                                                "--limit", "16")))
     assert flag.exists(), "the test hook did not kill a worker"
     assert entry["run"]["crashes"] >= 1
-    rows = _rows(out)
+    rows = label_rows(out)
     assert sorted(rows) == keys
     assert rows == {k: ref[k] for k in keys}      # redone batch is bit-identical
 
@@ -196,7 +185,7 @@ def test_driver_killed_then_resumed_equals_uninterrupted(reference, image_root, 
     assert entry["run"]["shards_skipped"] == len(before)
     assert entry["run"]["shards_written"] == 3 - len(before)
     assert all((out / rel).stat().st_mtime_ns == t for rel, t in before.items())  # not redone
-    rows = _rows(out)
+    rows = label_rows(out)
     assert rows == {k: ref[k] for k in keys}
     assert verify(str(out), imagenet_root=str(image_root)).ok
 
