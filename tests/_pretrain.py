@@ -1,5 +1,6 @@
-"""Helpers for the pretraining tests: a tiny run config over a small dataset root, and a run
-killed by SIGKILL mid-training."""
+"""Helpers for the pretraining tests: a tiny run config over a small dataset root, a finished
+1-step run (the fine-tuning tests start from its checkpoint), and a run killed by SIGKILL
+mid-training."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,20 @@ def tiny_config(root, *extra: str, steps: int = 4, batch: int = 2, total: int = 
         f"optim.total_batch={total}", "optim.epochs=4", "optim.warmup_epochs=1",
         f"train.max_steps={steps}", "train.log_every_steps=1", "train.save_last_every_steps=1",
         "train.panels_every_epochs=0", "train.progress_bar=false", *extra])
+
+
+def pretrained_checkpoint(tmp_path_factory) -> "tuple[str, str]":
+    """(dataset root, last.pt) of a 1-step pretraining run of the 64-px test C2FMAE over 8
+    synthetic images."""
+    from model.pretrain import train
+    from model.pretraining import checkpoint as ckpt
+    from tests._datasets import synthetic_dataset
+
+    root = tmp_path_factory.mktemp("mg-data")
+    synthetic_dataset(root, n=8, size=(80, 64))
+    out = tmp_path_factory.mktemp("pre")
+    train(tiny_config(str(root), steps=1, batch=2, total=2), str(out), resume=None)
+    return str(root), str(out / ckpt.LAST)
 
 
 def config_file(cfg: dict, tmp_path) -> str:

@@ -5,25 +5,19 @@ import json
 
 import pytest
 import torch
-from tests._datasets import synthetic_dataset
-from tests._pretrain import tiny_config
+from tests._pretrain import pretrained_checkpoint
 
 from model.pretraining import checkpoint as ckpt
 from model.export import export_checkpoint
 from model.finetuning.classifier import create_classifier, layer_decay_groups, read_encoder
 from model.multigranular_ft import build_classifier, consistent_cutmix, load_classifier
 from model.multigranular_ft import main as mg_main
-from model.pretrain import train
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """(dataset root, last.pt) of a 1-step pretraining run of the 64-px test C2FMAE."""
-    root = tmp_path_factory.mktemp("mg-data")
-    synthetic_dataset(root, n=8, size=(80, 64))
-    out = tmp_path_factory.mktemp("pre")
-    train(tiny_config(str(root), steps=1, batch=2, total=2), str(out), resume=None)
-    return str(root), str(out / ckpt.LAST)
+    return pretrained_checkpoint(tmp_path_factory)
 
 
 def test_trainer_checkpoint_loads_with_no_missing_or_unexpected_keys(pretrained, tmp_path):

@@ -8,16 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from tests._datasets import synthetic_dataset
-from tests._pretrain import tiny_config
+from tests._pretrain import pretrained_checkpoint
 from PIL import Image
 
 from c2fmae_data.format.categories import imagenet_wnids
-from model.pretraining import checkpoint as ckpt
 from model import finetune
 from model.finetuning import engine
 from model.multigranular_ft import main as mg_main
-from model.pretrain import train
 
 
 class _Killed(Exception):
@@ -107,11 +104,8 @@ def test_rgb_finetune_resumes_mid_epoch_exactly(image_folder, tmp_path, monkeypa
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mg-data")
-    synthetic_dataset(root, n=8, size=(80, 64))
-    out = tmp_path_factory.mktemp("pre")
-    train(tiny_config(str(root), steps=1, batch=2, total=2), str(out), resume=None)
-    return str(root), str(out / ckpt.LAST)
+    """(dataset root, last.pt) of a 1-step pretraining run of the 64-px test C2FMAE."""
+    return pretrained_checkpoint(tmp_path_factory)
 
 
 def test_multigranular_finetune_resumes_mid_epoch_exactly(pretrained, tmp_path, monkeypatch):
