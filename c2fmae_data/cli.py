@@ -23,6 +23,9 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 def cmd_verify(args) -> int:
     from c2fmae_data.tools.verify import verify
 
+    if "://" not in args.root and not os.path.isdir(args.root):   # a typo, not a bad dataset
+        raise FileNotFoundError(f"{args.root}: no such folder (give a dataset root, the folder "
+                                f"that holds manifest.json)")
     rep = verify(args.root, imagenet_root=args.imagenet_root, full=args.full,
                  workers=args.workers)
     if args.json:

@@ -83,6 +83,16 @@ def test_missing_imagenet_root_is_one_line_exit_2(tmp_path, capsys):
                           "no such folder")
 
 
+def test_missing_dataset_root_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["verify", str(tmp_path / "nonexistent")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"c2fmae-data verify: error: {tmp_path}/nonexistent: no such "
+                                 "folder (give a dataset root, the folder that holds "
+                                 "manifest.json)\n")
+    (tmp_path / "empty").mkdir()          # a folder without a manifest is a dataset problem
+    assert main(["verify", str(tmp_path / "empty")]) == 1
+
+
 def test_loader_refuses_missing_imagenet_root_at_construction(tmp_path):
     from c2fmae_data import ImageNetMultiGranular
 
